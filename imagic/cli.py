@@ -1,0 +1,251 @@
+"""The `imagic` command line.
+
+User errors (`ImagicError`) print one clear message and exit with code 2, without a traceback;
+argparse does the same for malformed flags. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+import imagic
+from imagic.config import ETA_MAX, EditSpec, parse_params
+from imagic.errors import ImagicError, InvalidParamsError
+
+if TYPE_CHECKING:  # the method pulls in torch and diffusers: import it only to run an edit
+    from imagic.method import StageProgress
+
+EXIT_USER_ERROR = 2
+
+FLAG_OF_FIELD = {
+    "image": "--image",
+    "text": "--text",
+    "model": "--model",
+    "device": "--device",
+    "precision": "--precision",
+    "resolution_fit": "--fit",
+    "max_megapixels": "--max-megapixels",
+    "optimize.steps": "--steps-a",
+    "optimize.learning_rate": "--lr-a",
+    "optimize.timesteps_per_step": "--timesteps-per-step",
+    "optimize.seed": "--train-seed",
+    "finetune.steps": "--steps-b",
+    "finetune.learning_rate": "--lr-b",
+    "finetune.lora_rank": "--lora-rank",
+    "finetune.timesteps_per_step": "--timesteps-per-step",
+    "finetune.seed": "--train-seed",
+    "generate.etas": "--eta",
+    "generate.seeds": "--seeds",
+    "generate.num_inference_steps": "--steps-c",
+    "generate.guidance_scale": "--guidance",
+    "generate.batch_size": "--batch-size",
+    "generate.scheduler": "--scheduler",
+}
+"""CLI flag of each EditSpec field, so validation errors name what the user actually typed."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagic",
+        description="Imagic: edit one real image with a target text (Kawar et al. 2022).",
+    )
+    parser.add_argument("--version", action="version", version=f"imagic {imagic.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_edit_command(commands)
+    _add_tiny_model_command(commands)
+    return parser
+
+
+def _add_edit_command(commands: Any) -> None:
+    edit = commands.add_parser(
+        "edit",
+        help="run stages A, B and C on one image",
+        description="Optimize the text embedding (A), fine-tune the UNet (B), then sample "
+        "e = eta*e_tgt + (1-eta)*e_opt for every eta x seed (C). Writes the images, grid.png "
+        "and manifest.json to --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    edit.add_argument("--image", required=True, help="input image file")
+    edit.add_argument("--text", required=True, help="target text, e.g. 'a dog sitting down'")
+    edit.add_argument(
+        "--model",
+        default=os.environ.get("IMAGIC_MODEL"),
+        help="local diffusers folder or hub id (env IMAGIC_MODEL)",
+    )
+    edit.add_argument("--revision", help="hub revision of --model")
+    edit.add_argument(
+        "--eta", type=float, nargs="+", default=[0.6, 0.7, 0.8], help=f"etas in [0, {ETA_MAX}]"
+    )
+    edit.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds")
+    edit.add_argument("--out", default="imagic-out", help="output folder (must be new or empty)")
+    edit.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    edit.add_argument("--lora", action="store_true", help="fine-tune LoRA adapters, not the UNet")
+    edit.add_argument("--lora-rank", type=int, default=4, help="LoRA rank")
+    edit.add_argument("--steps-a", type=int, default=500, help="stage A (embedding) steps")
+    edit.add_argument("--steps-b", type=int, default=1000, help="stage B (fine-tune) steps")
+    edit.add_argument("--steps-c", type=int, default=50, help="sampling steps per image")
+    edit.add_argument("--lr-a", type=float, default=1e-3, help="stage A learning rate")
+    edit.add_argument(
+        "--lr-b", type=float, default=None, help="stage B learning rate [2e-6 full, 1e-4 LoRA]"
+    )
+    edit.add_argument(
+        "--timesteps-per-step", type=int, default=1, help="timesteps averaged per step (A and B)"
+    )
+    edit.add_argument("--train-seed", type=int, default=0, help="seed of A and B's noise draws")
+    edit.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance")
+    edit.add_argument("--batch-size", type=int, default=4, help="images per sampling batch")
+    edit.add_argument("--scheduler", default="ddim", help="sampling scheduler")
+    edit.add_argument(
+        "--gradient-checkpointing", action="store_true", help="save memory in stage B"
+    )
+    edit.add_argument("--fit", default="crop", help="fit input to model: crop or pad")
+    edit.add_argument("--max-megapixels", type=float, default=64.0, help="largest input accepted")
+    edit.add_argument(
+        "--device", default=os.environ.get("IMAGIC_DEVICE", "auto"), help="auto|cpu|mps|cuda[:N]"
+    )
+    edit.add_argument(
+        "--precision",
+        default=os.environ.get("IMAGIC_PRECISION", "auto"),
+        help="auto|fp32|fp16|bf16",
+    )
+    edit.set_defaults(handler=_run_edit_command)
+
+
+def _add_tiny_model_command(commands: Any) -> None:
+    tiny = commands.add_parser(
+        "tiny-model",
+        help="write a tiny random SD pipeline folder (offline; for trying and testing)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    tiny.add_argument("--out", default="tiny-sd", help="folder to create")
+    tiny.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default="epsilon")
+    tiny.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    tiny.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    tiny.set_defaults(handler=_run_tiny_model_command)
+
+
+def spec_from_args(args: argparse.Namespace) -> EditSpec:
+    """Validate the flags as one EditSpec, so every bad flag is reported at once."""
+    if not args.model:
+        raise InvalidParamsError(
+            "model (--model): missing. Pass a local diffusers folder or hub id with --model, or "
+            "set IMAGIC_MODEL. A tiny offline model: imagic tiny-model --out tiny-sd"
+        )
+    shared = {"timesteps_per_step": args.timesteps_per_step, "seed": args.train_seed}
+    data = {
+        "image": args.image,
+        "text": args.text,
+        "model": args.model,
+        "model_revision": args.revision,
+        "optimize": {"steps": args.steps_a, "learning_rate": args.lr_a, **shared},
+        "finetune": {
+            "steps": args.steps_b,
+            "learning_rate": args.lr_b,
+            "lora": args.lora,
+            "lora_rank": args.lora_rank,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            **shared,
+        },
+        "generate": {
+            "etas": args.eta,
+            "seeds": args.seeds,
+            "num_inference_steps": args.steps_c,
+            "guidance_scale": args.guidance,
+            "batch_size": args.batch_size,
+            "scheduler": args.scheduler,
+        },
+        "resolution_fit": args.fit,
+        "max_megapixels": args.max_megapixels,
+        "device": args.device,
+        "precision": args.precision,
+    }
+    return parse_params(EditSpec, data, flags=FLAG_OF_FIELD)
+
+
+class StageProgressBars:
+    """One tqdm bar per stage, showing the latest loss; fed by the method's progress callback."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, tqdm] = {}
+
+    def __call__(self, event: StageProgress) -> None:
+        bar = self._bars.get(event.stage)
+        if bar is None:
+            for other in self._bars.values():
+                other.close()
+            bar = tqdm(total=event.total, desc=event.stage, unit="step", dynamic_ncols=True)
+            self._bars[event.stage] = bar
+        bar.update(event.step - bar.n)
+        if event.loss is not None:
+            bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def _run_edit_command(args: argparse.Namespace) -> int:
+    from diffusers.utils.logging import disable_progress_bar
+
+    from imagic.edit import run_edit  # heavy imports only when an edit really runs
+
+    disable_progress_bar()  # diffusers' "Loading pipeline components" bar; ours follow
+    spec = spec_from_args(args)
+    bars = StageProgressBars()
+    try:
+        outputs = run_edit(spec, args.out, overwrite=args.overwrite, progress=bars)
+    finally:
+        bars.close()
+    print(
+        f"wrote {len(outputs.images)} images, {outputs.grid.name} and manifest.json to "
+        f"{outputs.out_dir}"
+    )
+    return 0
+
+
+def _run_tiny_model_command(args: argparse.Namespace) -> int:
+    from imagic.outputs import staged_output_dir
+    from imagic.tiny_model import save_tiny_pipeline
+
+    with staged_output_dir(args.out, overwrite=args.overwrite) as staging:
+        save_tiny_pipeline(staging, args.prediction_type, args.seed)
+    print(f"wrote a tiny random {args.prediction_type} Stable Diffusion pipeline to {args.out}")
+    return 0
+
+
+def _quiet_library_logs() -> None:
+    """Keep the terminal for our own progress bars and errors.
+
+    diffusers and transformers log notices (e.g. that torchvision is absent) and draw their own
+    loading bars; both read these variables when first imported, which happens after this.
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        os.environ.setdefault(name, "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_library_logs()
+    try:
+        return args.handler(args)
+    except ImagicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; nothing was committed to the output folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Load Stable Diffusion pipelines, and save / load the state that Imagic fine-tunes.
+
+A model is a local diffusers folder (what `save_pretrained` writes) or a Hugging Face Hub id.
+Fine-tuned state is either the full UNet (safetensors, fp16 by default, written by the same
+`save_config` + safetensors layout that `UNet2DConditionModel.from_pretrained` reads) or a peft
+LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`). Either way a marker file,
+`finetuned.json`, is written last, so a half-written state is never loaded as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from imagic.errors import FinetunedStateError, ModelLoadError
+
+SCHEDULERS: dict[str, type[SchedulerMixin]] = {
+    "ddim": DDIMScheduler,
+    "ddpm": DDPMScheduler,
+    "pndm": PNDMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_ancestral": EulerAncestralDiscreteScheduler,
+    "dpm_solver": DPMSolverMultistepScheduler,
+}
+REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+LORA_ADAPTER_NAME = "imagic"
+LORA_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+"""The attention projections, as in diffusers' train_text_to_image_lora.py."""
+FINETUNED_MARKER = "finetuned.json"
+_UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
+_LORA_WEIGHTS = "adapter_model.safetensors"
+
+
+def load_pipeline(
+    model: str,
+    *,
+    revision: str | None = None,
+    scheduler: str = "ddim",
+    device: torch.device | str = "cpu",
+) -> StableDiffusionPipeline:
+    """Load an SD 1.x/2.x pipeline in fp32 (the master weights), with the sampling scheduler set.
+
+    A path that exists is read as a local folder; anything else that looks like `owner/name`
+    is looked up on the hub (or the local hub cache when offline).
+    """
+    folder = Path(model).expanduser()
+    if folder.exists():
+        _check_pipeline_folder(folder)
+        source = str(folder)
+    elif _looks_like_hub_id(model):
+        source = model
+    else:
+        raise ModelLoadError(
+            f"model = {model!r}: no such folder. Pass a local diffusers folder (one holding "
+            "model_index.json), or a hub id like 'owner/name' where the hub is reachable. "
+            "A tiny test model can be made with: imagic tiny-model --out ./tiny-sd"
+        )
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            source, revision=revision, torch_dtype=torch.float32
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_failure_message(model, folder.exists(), exc)) from exc
+    pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _check_pipeline_folder(folder: Path) -> None:
+    """Fail early, naming what is missing, rather than deep inside from_pretrained."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"model = '{folder}': is a file; pass the pipeline's folder.")
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model = '{folder}': not a diffusers pipeline folder (no model_index.json). "
+            "Pass the folder that StableDiffusionPipeline.save_pretrained wrote, with "
+            f"subfolders {', '.join(REQUIRED_COMPONENTS)}."
+        )
+    missing = [name for name in REQUIRED_COMPONENTS if not (folder / name).is_dir()]
+    if missing:
+        raise ModelLoadError(
+            f"model = '{folder}': incomplete pipeline folder, missing {', '.join(missing)}. "
+            "Copy or download the whole pipeline folder again."
+        )
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not model.startswith((".", "~"))
+
+
+def _load_failure_message(model: str, is_folder: bool, exc: BaseException) -> str:
+    if is_folder:
+        return (
+            f"model = '{model}': could not load it as a Stable Diffusion pipeline ({exc}). "
+            "Check that it is a complete diffusers folder of an SD 1.x/2.x model."
+        )
+    local_name = model.split("/")[-1]
+    return (
+        f"model = {model!r}: could not load it from the Hugging Face Hub or its local cache "
+        f"(offline or unknown id?): {type(exc).__name__}. Looked for the hub id {model!r}. "
+        f"Where the hub is reachable, run `hf download {model} --local-dir ./{local_name}` "
+        "and pass that folder with --model."
+    )
+
+
+def make_scheduler(name: str, config: Any) -> SchedulerMixin:
+    """Build sampling scheduler `name` from the model's scheduler config (keeps prediction type)."""
+    if name not in SCHEDULERS:
+        raise ModelLoadError(f"scheduler = {name!r}: unknown; use one of {sorted(SCHEDULERS)}.")
+    return SCHEDULERS[name].from_config(config)
+
+
+def model_resolution(pipe: StableDiffusionPipeline) -> tuple[int, int]:
+    """(width, height) in pixels the model was built for: UNet sample size x VAE scale factor."""
+    sample_size = pipe.unet.config.sample_size
+    height, width = (
+        (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+    )
+    return width * pipe.vae_scale_factor, height * pipe.vae_scale_factor
+
+
+def prediction_type(pipe: StableDiffusionPipeline) -> str:
+    """'epsilon' (SD 1.x) or 'v_prediction' (SD 2.x 768 px)."""
+    return pipe.scheduler.config.get("prediction_type", "epsilon")
+
+
+def add_lora_adapter(unet: UNet2DConditionModel, rank: int) -> None:
+    """Inject trainable LoRA adapters into the UNet's attention projections (alpha = rank)."""
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGET_MODULES
+    )
+    unet.add_adapter(config, adapter_name=LORA_ADAPTER_NAME)
+
+
+def has_lora_adapter(unet: UNet2DConditionModel) -> bool:
+    return LORA_ADAPTER_NAME in (getattr(unet, "peft_config", None) or {})
+
+
+def save_finetuned_state(
+    unet: UNet2DConditionModel,
+    out_dir: str | os.PathLike[str],
+    *,
+    save_dtype: Literal["float16", "float32"] = "float16",
+) -> Path:
+    """Store the fine-tuned UNet (LoRA adapter if it has one, else full weights) atomically.
+
+    Written into a temporary sibling folder and renamed into place, marker last: a crash leaves
+    no folder under `out_dir`, and an existing folder is never partly overwritten.
+    """
+    target = Path(out_dir)
+    if target.exists():
+        raise FinetunedStateError(f"fine-tuned state folder '{target}' already exists.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        if has_lora_adapter(unet):
+            marker = _write_lora(unet, staging)
+        else:
+            marker = _write_full_unet(unet, staging, getattr(torch, save_dtype))
+        (staging / FINETUNED_MARKER).write_text(json.dumps(marker, indent=2))
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_lora(unet: UNet2DConditionModel, folder: Path) -> dict[str, Any]:
+    config = unet.peft_config[LORA_ADAPTER_NAME]
+    state = get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER_NAME)
+    save_file(
+        {k: v.detach().float().contiguous() for k, v in state.items()}, folder / _LORA_WEIGHTS
+    )
+    config.save_pretrained(str(folder))
+    return {"kind": "lora", "rank": config.r, "dtype": "float32", "files": [_LORA_WEIGHTS]}
+
+
+def _write_full_unet(unet: UNet2DConditionModel, folder: Path, dtype: torch.dtype) -> dict:
+    unet_dir = folder / "unet"
+    unet_dir.mkdir()
+    unet.save_config(unet_dir)
+    state = {k: v.detach().to(dtype).contiguous() for k, v in unet.state_dict().items()}
+    save_file(state, unet_dir / _UNET_WEIGHTS)
+    return {"kind": "full", "dtype": str(dtype).removeprefix("torch."), "files": [_UNET_WEIGHTS]}
+
+
+def load_finetuned_state(pipe: StableDiffusionPipeline, state_dir: str | os.PathLike[str]) -> str:
+    """Apply stored fine-tuned state to `pipe.unet` in place; returns its kind ('full'/'lora').
+
+    Loading onto the UNet that was just trained is how an edit makes sure it samples from
+    exactly what was stored (fp16 rounding included), never from weights nobody can reload.
+    """
+    folder = Path(state_dir)
+    marker_path = folder / FINETUNED_MARKER
+    if not marker_path.is_file():
+        raise FinetunedStateError(
+            f"fine-tuned state '{folder}': no {FINETUNED_MARKER}, so it is missing or was not "
+            "completely written. Run the fine-tune stage again."
+        )
+    marker = json.loads(marker_path.read_text())
+    unet = pipe.unet
+    device = unet.device
+    if marker["kind"] == "lora":
+        if not has_lora_adapter(unet):
+            unet.add_adapter(LoraConfig.from_pretrained(str(folder)), LORA_ADAPTER_NAME)
+        state = load_file(folder / _LORA_WEIGHTS, device=str(device))
+        result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
+        if getattr(result, "unexpected_keys", None):
+            raise FinetunedStateError(
+                f"LoRA adapter '{folder}' does not fit this model "
+                f"(unexpected keys such as {result.unexpected_keys[:3]})."
+            )
+        return "lora"
+    if has_lora_adapter(unet):
+        raise FinetunedStateError("cannot load a full UNet onto a UNet that carries LoRA adapters.")
+    state = load_file(folder / "unet" / _UNET_WEIGHTS, device=str(device))
+    try:
+        unet.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise FinetunedStateError(
+            f"fine-tuned UNet '{folder}' does not fit this model's UNet: {exc}"
+        ) from exc
+    return "full"

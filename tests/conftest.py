@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random SD pipelines (epsilon and v-prediction) and input images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from imagic.tiny_model import save_tiny_pipeline
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests are skipped where PyTorch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny epsilon-prediction SD pipeline folder (SD 1.x-like)."""
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-eps", "epsilon")
+
+
+@pytest.fixture(scope="session")
+def tiny_vpred_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny v-prediction SD pipeline folder (SD 2.x-like)."""
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-v", "v_prediction")
+
+
+def draw_scene(size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A simple non-square scene: a red square on a blue background."""
+    image = Image.new("RGB", size, (40, 80, 200))
+    ImageDraw.Draw(image).rectangle([10, 20, 40, 50], fill=(220, 30, 30))
+    return image
+
+
+@pytest.fixture
+def input_image(tmp_path: Path) -> Path:
+    path = tmp_path / "input.png"
+    draw_scene().save(path)
+    return path
