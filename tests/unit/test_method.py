@@ -176,7 +176,8 @@ def test_saved_finetuned_state_reproduces_the_outputs_exactly(
         np.testing.assert_array_equal(a, b)
 
     untuned = generate(_pipeline("epsilon"), e_tgt, e_opt, FAST_C, CPU)
-    assert any(not np.array_equal(a, b) for a, b in zip(_pixels(untuned), _pixels(reloaded)))
+    pairs = zip(_pixels(untuned), _pixels(reloaded), strict=True)
+    assert any(not np.array_equal(a, b) for a, b in pairs)
 
 
 def test_text_longer_than_the_tokenizer_window_is_refused() -> None:
