@@ -234,9 +234,15 @@ def _quiet_library_logs() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
+def _format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
+    """Warnings meant for users (e.g. 'animated image: using frame 0') without file/line noise."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_library_logs()
+    warnings.formatwarning = _format_warning
     try:
         return args.handler(args)
     except ImagicError as exc:
