@@ -174,7 +174,7 @@ class EditSpec(_Params):
     @field_validator("device")
     @classmethod
     def _check_device(cls, device: str) -> str:
-        if not _DEVICE_PATTERN.match(device):
+        if not _DEVICE_PATTERN.fullmatch(device):
             raise ValueError("use one of auto, cpu, mps, cuda, cuda:N")
         return device
 

@@ -76,7 +76,10 @@ def load_pipeline(
         )
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            source, revision=revision, torch_dtype=torch.float32
+            source,
+            revision=revision,
+            torch_dtype=torch.float32,
+            local_files_only=_hub_offline(),
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure_message(model, folder.exists(), exc)) from exc
@@ -101,6 +104,11 @@ def _check_pipeline_folder(folder: Path) -> None:
             f"model = '{folder}': incomplete pipeline folder, missing {', '.join(missing)}. "
             "Copy or download the whole pipeline folder again."
         )
+
+
+def _hub_offline() -> bool:
+    """huggingface_hub reads HF_HUB_OFFLINE once at import; honour it when set later too."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _looks_like_hub_id(model: str) -> bool:
@@ -169,7 +177,10 @@ def save_finetuned_state(
     """
     target = Path(out_dir)
     if target.exists():
-        raise FinetunedStateError(f"fine-tuned state folder '{target}' already exists.")
+        raise FinetunedStateError(
+            f"fine-tuned state folder '{target}' already exists; remove it or choose another "
+            "folder (stored state is never overwritten)."
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -218,26 +229,70 @@ def load_finetuned_state(pipe: StableDiffusionPipeline, state_dir: str | os.Path
             "completely written. Run the fine-tune stage again."
         )
     marker = json.loads(marker_path.read_text())
-    unet = pipe.unet
-    device = unet.device
     if marker["kind"] == "lora":
-        if not has_lora_adapter(unet):
-            unet.add_adapter(LoraConfig.from_pretrained(str(folder)), LORA_ADAPTER_NAME)
-        state = load_file(folder / _LORA_WEIGHTS, device=str(device))
-        result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
-        if getattr(result, "unexpected_keys", None):
-            raise FinetunedStateError(
-                f"LoRA adapter '{folder}' does not fit this model "
-                f"(unexpected keys such as {result.unexpected_keys[:3]})."
-            )
-        return "lora"
-    if has_lora_adapter(unet):
-        raise FinetunedStateError("cannot load a full UNet onto a UNet that carries LoRA adapters.")
-    state = load_file(folder / "unet" / _UNET_WEIGHTS, device=str(device))
-    try:
-        unet.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
-    except RuntimeError as exc:
+        _load_lora(pipe.unet, folder)
+    else:
+        _load_full_unet(pipe.unet, folder)
+    return marker["kind"]
+
+
+def _load_lora(unet: UNet2DConditionModel, folder: Path) -> None:
+    state = _read_weights(folder, folder / _LORA_WEIGHTS, unet.device)
+    added = not has_lora_adapter(unet)
+    if added:
+        unet.add_adapter(LoraConfig.from_pretrained(str(folder)), LORA_ADAPTER_NAME)
+    expected = get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER_NAME)
+    mismatch = _describe_mismatch(expected, state)
+    if mismatch:
+        if added:
+            unet.delete_adapters(LORA_ADAPTER_NAME)
         raise FinetunedStateError(
-            f"fine-tuned UNet '{folder}' does not fit this model's UNet: {exc}"
-        ) from exc
-    return "full"
+            f"LoRA adapter '{folder}' does not fit this model's UNet ({mismatch}). Load it onto "
+            "the base model it was trained from, with the same LoRA rank."
+        )
+    set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER_NAME)
+
+
+def _load_full_unet(unet: UNet2DConditionModel, folder: Path) -> None:
+    if has_lora_adapter(unet):
+        raise FinetunedStateError(
+            f"fine-tuned state '{folder}' is a full UNet, but this pipeline's UNet carries LoRA "
+            "adapters; load it into a freshly loaded pipeline without adapters."
+        )
+    state = _read_weights(folder, folder / "unet" / _UNET_WEIGHTS, unet.device)
+    mismatch = _describe_mismatch(unet.state_dict(), state)
+    if mismatch:  # checked before loading: a refused state must leave the UNet untouched
+        raise FinetunedStateError(
+            f"fine-tuned UNet '{folder}' does not fit this model's UNet ({mismatch}). Load it "
+            "onto the base model it was fine-tuned from."
+        )
+    unet.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+
+
+def _read_weights(folder: Path, path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FinetunedStateError(
+            f"fine-tuned state '{folder}': {path.name} is missing, so the folder is incomplete. "
+            "Run the fine-tune stage again."
+        )
+    return load_file(path, device=str(device))
+
+
+def _describe_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """Empty when `given` has exactly the keys and shapes of `expected`, else what differs."""
+    problems = []
+    missing = sorted(expected.keys() - given.keys())
+    unexpected = sorted(given.keys() - expected.keys())
+    resized = sorted(
+        key for key in expected.keys() & given.keys() if expected[key].shape != given[key].shape
+    )
+    if missing:
+        problems.append(f"{len(missing)} missing keys such as {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys such as {unexpected[0]}")
+    if resized:
+        key = resized[0]
+        problems.append(
+            f"size mismatch for {key}: {tuple(given[key].shape)} vs {tuple(expected[key].shape)}"
+        )
+    return "; ".join(problems)

@@ -29,6 +29,10 @@ def check_output_dir(out_dir: str | os.PathLike[str], *, overwrite: bool = False
             "--overwrite to replace it (the old contents are kept until the new edit succeeds)."
         )
     parent = _nearest_existing_parent(target)
+    if not parent.is_dir():
+        raise OutputDirError(
+            f"out = '{target}': '{parent}' is a file, not a folder; choose another --out."
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputDirError(
             f"out = '{target}': cannot write into '{parent}' (permission denied); choose a "
