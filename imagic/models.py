@@ -88,6 +88,23 @@ def load_pipeline(
     return pipe.to(device)
 
 
+def load_finetuned_pipeline(
+    model: str,
+    state_dir: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    scheduler: str = "ddim",
+    device: torch.device | str = "cpu",
+) -> StableDiffusionPipeline:
+    """Rebuild an edit's fine-tuned pipeline from its base model and its stored state.
+
+    This is how an eta/seed sweep is re-run later without repeating stages A and B.
+    """
+    pipe = load_pipeline(model, revision=revision, scheduler=scheduler, device=device)
+    load_finetuned_state(pipe, state_dir)
+    return pipe
+
+
 def _check_pipeline_folder(folder: Path) -> None:
     """Fail early, naming what is missing, rather than deep inside from_pretrained."""
     if not folder.is_dir():

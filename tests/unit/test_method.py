@@ -10,7 +10,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from imagic.config import FinetuneParams, GenerateParams, OptimizeParams
-from imagic.device import Runtime
+from imagic.device import Runtime, resolve_runtime
 from imagic.errors import InvalidTextError
 from imagic.images import image_to_tensor
 from imagic.method import (
@@ -23,7 +23,12 @@ from imagic.method import (
     optimize_embedding,
     reconstruction_loss,
 )
-from imagic.models import load_finetuned_state, save_finetuned_state
+from imagic.models import (
+    load_finetuned_pipeline,
+    load_finetuned_state,
+    load_pipeline,
+    save_finetuned_state,
+)
 from imagic.tiny_model import build_tiny_pipeline
 from tests.conftest import draw_scene
 
@@ -186,3 +191,41 @@ def test_text_longer_than_the_tokenizer_window_is_refused() -> None:
     with pytest.raises(InvalidTextError, match=r"more than this model's limit of 77.*Shorten"):
         encode_text(pipe, too_long)
     assert encode_text(pipe, "a" * 75).shape == (1, 77, 32)
+
+
+def test_gradient_checkpointing_gives_the_same_training(tmp_path: Path) -> None:
+    losses = []
+    for checkpointing in (False, True):
+        pipe = _pipeline("epsilon")
+        latents, e_tgt = _inputs(pipe)
+        params = FinetuneParams(steps=3, learning_rate=1e-3, gradient_checkpointing=checkpointing)
+        losses.append(finetune(pipe, latents, e_tgt, params, CPU).losses)
+        assert not pipe.unet.is_gradient_checkpointing  # switched off again after training
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_rebuild_pipeline_from_base_model_and_stored_state(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    pipe = load_pipeline(str(tiny_model_dir))
+    latents, e_tgt = _inputs(pipe)
+    finetune(pipe, latents, e_tgt, FinetuneParams(steps=2, learning_rate=1e-3), CPU)
+    save_finetuned_state(pipe.unet, tmp_path / "state", save_dtype="float32")
+    rebuilt = load_finetuned_pipeline(str(tiny_model_dir), tmp_path / "state")
+    for key, value in pipe.unet.state_dict().items():
+        assert torch.equal(value, rebuilt.unet.state_dict()[key]), key
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_stages_on_cuda_with_autocast_keep_fp32_master_weights(lora: bool) -> None:
+    runtime = resolve_runtime("cuda", "auto")
+    assert runtime.autocast_dtype in (torch.bfloat16, torch.float16)
+    pipe = _pipeline("epsilon").to(runtime.device)
+    latents, e_tgt = _inputs(pipe)
+    a = optimize_embedding(pipe, latents, e_tgt, OptimizeParams(steps=5), runtime)
+    assert a.e_opt.dtype == torch.float32
+    finetune(pipe, latents, a.e_opt, FinetuneParams(steps=5, lora=lora), runtime)
+    assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}
+    images = generate(pipe, e_tgt, a.e_opt, FAST_C, runtime)
+    assert len(images) == 6
