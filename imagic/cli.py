@@ -112,6 +112,30 @@ def _add_edit_command(commands: Any) -> None:
         "--device", default=os.environ.get("IMAGIC_DEVICE", "auto"), help="auto|cpu|mps|cuda[:N]"
     )
     edit.add_argument(
+        "--store",
+        default=None,
+        help="artifact store: folder, file:///abs or s3://bucket/prefix "
+        "(env IMAGIC_STORE, else ./imagic-data)",
+    )
+    edit.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (env MLFLOW_TRACKING_URI, else MLflow's local default)",
+    )
+    edit.add_argument("--experiment", default="imagic", help="MLflow experiment name")
+    edit.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    edit.add_argument(
+        "--tracking-required",
+        action="store_true",
+        help="fail before any work if MLflow is unreachable (default: warn, run untracked)",
+    )
+    edit.add_argument(
+        "--log-weights",
+        choices=["copy", "reference"],
+        default="copy",
+        help="fine-tuned weights in MLflow: a copy, or only the store URI",
+    )
+    edit.add_argument(
         "--precision",
         default=os.environ.get("IMAGIC_PRECISION", "auto"),
         help="auto|fp32|fp16|bf16",

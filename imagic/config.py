@@ -19,7 +19,15 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from imagic.errors import InvalidParamsError
 
@@ -39,6 +47,28 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 ParamsModel = TypeVar("ParamsModel", bound=BaseModel)
 
+
+def _check_text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("the target text is empty; describe the edited image")
+    return text
+
+
+def _check_model(model: str) -> str:
+    if not model.strip():
+        raise ValueError("give a local diffusers folder or a hub id")
+    return model
+
+
+def _check_device(device: str) -> str:
+    if not _DEVICE_PATTERN.fullmatch(device):
+        raise ValueError("use one of auto, cpu, mps, cuda, cuda:N")
+    return device
+
+
+TargetText = Annotated[str, AfterValidator(_check_text)]
+ModelId = Annotated[str, AfterValidator(_check_model)]
+DeviceName = Annotated[str, AfterValidator(_check_device)]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -140,8 +170,8 @@ class EditSpec(_Params):
     """One Imagic edit: an input image, a target text, a model and the three stages' params."""
 
     image: str = Field(description="Input image: a local path (or, with a store, a URI).")
-    text: str = Field(description="Target text, e.g. 'a bird spreading its wings'.")
-    model: str = Field(description="Local diffusers folder or Hugging Face Hub id.")
+    text: TargetText = Field(description="Target text, e.g. 'a bird spreading its wings'.")
+    model: ModelId = Field(description="Local diffusers folder or Hugging Face Hub id.")
     model_revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     optimize: OptimizeParams = Field(default_factory=OptimizeParams)
     finetune: FinetuneParams = Field(default_factory=FinetuneParams)
@@ -152,31 +182,10 @@ class EditSpec(_Params):
     max_megapixels: PositiveFloat = Field(
         64.0, description="Refuse larger inputs (decompression-bomb guard)."
     )
-    device: str = Field("auto", description="auto, cpu, mps, cuda or cuda:N.")
+    device: DeviceName = Field("auto", description="auto, cpu, mps, cuda or cuda:N.")
     precision: Precision = Field(
         "auto", description="auto (fp32 on CPU/MPS, bf16 or fp16 autocast on CUDA), or forced."
     )
-
-    @field_validator("text")
-    @classmethod
-    def _check_text(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("the target text is empty; describe the edited image")
-        return text
-
-    @field_validator("model")
-    @classmethod
-    def _check_model(cls, model: str) -> str:
-        if not model.strip():
-            raise ValueError("give a local diffusers folder or a hub id")
-        return model
-
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, device: str) -> str:
-        if not _DEVICE_PATTERN.fullmatch(device):
-            raise ValueError("use one of auto, cpu, mps, cuda, cuda:N")
-        return device
 
 
 def parse_params(

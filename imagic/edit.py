@@ -1,64 +1,58 @@
-"""One complete Imagic edit on this machine: A, B and C into one output folder.
+"""One complete Imagic edit: the three stored stages in sequence, exported to a folder.
 
-This is what `imagic edit` runs. It reads top to bottom like a diffusers pipeline: check every
-input (cheap checks first, before any model is loaded), load the model, optimize the embedding,
-fine-tune, generate, and write the images, the labelled grid and `manifest.json` (last). The
-folder appears only when everything is written (see `imagic.outputs`).
+This is what `imagic edit` runs. Every stage goes through the artifact store (a local folder by
+default), so a rerun is all cache hits, an eta re-sweep repeats only stage C, and a crashed
+edit resumes where it stopped. One MLflow parent run covers the edit, with a nested run per
+stage. The user-facing result is then exported to `out_dir` (written all-or-nothing, see
+`imagic.outputs`); the fine-tuned weights stay in the store, referenced by URI.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import platform
-import time
-from collections.abc import Iterator
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import diffusers
-import torch
-import transformers
-from safetensors.torch import save_file
-
 import imagic
 from imagic.config import EditSpec
-from imagic.device import Runtime, peak_memory_tracking, resolve_runtime
-from imagic.grid import make_grid
-from imagic.images import fit_to_resolution, image_digest, image_to_tensor, read_image, save_png
-from imagic.method import (
-    GeneratedImage,
-    ProgressCallback,
-    check_text_fits,
-    encode_image,
-    encode_text,
-    finetune,
-    generate,
-    optimize_embedding,
-)
-from imagic.models import (
-    load_finetuned_state,
-    load_pipeline,
-    model_resolution,
-    prediction_type,
-    save_finetuned_state,
-)
+from imagic.device import resolve_runtime
+from imagic.images import read_image
+from imagic.method import ProgressCallback
 from imagic.outputs import check_output_dir, staged_output_dir
+from imagic.stages import (
+    FinetuneRequest,
+    GenerateRequest,
+    OptimizeRequest,
+    StageResult,
+    run_finetune,
+    run_generate,
+    run_optimize,
+)
+from imagic.stages.optimize import EMBEDDINGS_FILE, INPUT_FILE, LOSSES_FILE, read_input_image_bytes
+from imagic.storage import ArtifactStore, fetch_file, file_sha256, open_store, read_manifest
+from imagic.tracking import (
+    Tracker,
+    TrackingOptions,
+    flatten_params,
+    open_tracker,
+    standard_tags,
+)
 
 MANIFEST_NAME = "manifest.json"
-EMBEDDINGS_NAME = "embeddings.safetensors"
-FINETUNED_DIR = "finetuned"
 
 
 @dataclass(frozen=True)
 class EditOutputs:
-    """Where the committed result lives."""
+    """Where the committed result lives, locally and in the store and MLflow."""
 
     out_dir: Path
     manifest: dict[str, Any]
+    stages: dict[str, StageResult]
+    mlflow_run_id: str | None
+    mlflow_run_url: str | None
 
     @property
     def grid(self) -> Path:
@@ -69,176 +63,126 @@ class EditOutputs:
         return [self.out_dir / item["file"] for item in self.manifest["images"]]
 
 
-def image_file_name(eta: float, seed: int) -> str:
-    """Stable, sortable names: seed first (grid rows), then eta (columns)."""
-    return f"seed{seed}_eta{eta:.3f}.png"
-
-
 def run_edit(
     spec: EditSpec,
     out_dir: str | os.PathLike[str],
     *,
+    store: str | None = None,
+    tracking: TrackingOptions | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> EditOutputs:
-    """Run stages A, B, C for `spec` and commit the result to `out_dir`."""
-    # 1. Check inputs, cheapest first, before loading any model.
+    """Run stages A, B, C for `spec` through the store and export the result to `out_dir`."""
+    # 1. Check inputs, cheapest first, before any model is loaded or any run is opened.
     check_output_dir(out_dir, overwrite=overwrite)
-    runtime = resolve_runtime(spec.device, spec.precision)
-    image = read_image(spec.image, max_megapixels=spec.max_megapixels)
-    input_digest = image_digest(Path(spec.image).expanduser().read_bytes())
-
-    # 2. Load the model and check the text against its tokenizer.
-    pipe = load_pipeline(
-        spec.model,
-        revision=spec.model_revision,
-        scheduler=spec.generate.scheduler,
-        device=runtime.device,
+    resolve_runtime(spec.device, spec.precision)
+    image_bytes = read_input_image_bytes(spec.image)
+    read_image(image_bytes, max_megapixels=spec.max_megapixels, name=spec.image)
+    artifact_store = open_store(store)
+    artifact_store.check()
+    tracking = tracking or TrackingOptions()
+    tracker = open_tracker(tracking)
+    parent_run_id = tracker.start_edit(
+        name=f"edit: {spec.text[:60]}",
+        params=flatten_params(spec.model_dump(mode="json")),
+        tags={**standard_tags(), "imagic.store": artifact_store.uri},
     )
-    check_text_fits(pipe, spec.text)
-    fitted = fit_to_resolution(image, model_resolution(pipe), spec.resolution_fit)
-    provenance = {
-        "text": spec.text,
-        "model": spec.model,
-        "input_sha256": input_digest,
-        "spec_sha256": spec_digest(spec),
+    common = {
+        "store": artifact_store.uri,
+        "device": spec.device,
+        "precision": spec.precision,
+        "tracking": tracking,
+        "parent_run_id": parent_run_id,
     }
-
-    with staged_output_dir(out_dir, overwrite=overwrite) as staging:
-        save_png(fitted, staging / "input.png", provenance)
-        stages: dict[str, dict[str, Any]] = {}
-
-        # 3. Stage A: optimize the embedding.
-        latents = encode_image(pipe, image_to_tensor(fitted).to(runtime.device))
-        e_tgt = encode_text(pipe, spec.text)
-        with _timed(stages.setdefault("optimize", {}), runtime):
-            embedding = optimize_embedding(pipe, latents, e_tgt, spec.optimize, runtime, progress)
-        stages["optimize"]["losses"] = embedding.losses
-        save_file(
-            {"e_tgt": e_tgt.cpu().contiguous(), "e_opt": embedding.e_opt.contiguous()},
-            staging / EMBEDDINGS_NAME,
-            metadata={"text": spec.text, "model": spec.model},
+    try:
+        # 2. The three stages, handing each other nothing but keys.
+        optimized = run_optimize(
+            OptimizeRequest(
+                image=spec.image,
+                text=spec.text,
+                model=spec.model,
+                model_revision=spec.model_revision,
+                params=spec.optimize,
+                resolution_fit=spec.resolution_fit,
+                max_megapixels=spec.max_megapixels,
+                **common,
+            ),
+            progress,
         )
-
-        # 4. Stage B: fine-tune, store, and sample from exactly what was stored.
-        with _timed(stages.setdefault("finetune", {}), runtime):
-            tuned = finetune(pipe, latents, embedding.e_opt, spec.finetune, runtime, progress)
-        stages["finetune"]["losses"] = tuned.losses
-        stages["finetune"]["trainable_parameters"] = tuned.trainable_parameters
-        save_finetuned_state(
-            pipe.unet, staging / FINETUNED_DIR, save_dtype=spec.finetune.save_dtype
+        tuned = run_finetune(
+            FinetuneRequest(optimize_key=optimized.key, params=spec.finetune, **common), progress
         )
-        load_finetuned_state(pipe, staging / FINETUNED_DIR)
-
-        # 5. Stage C: generate every eta x seed, then the grid and the manifest (last).
-        with _timed(stages.setdefault("generate", {}), runtime):
-            samples = generate(pipe, e_tgt, embedding.e_opt, spec.generate, runtime, progress)
-        images = _save_samples(samples, staging, provenance)
-        grid_file = _save_grid(samples, spec, staging, provenance)
-        manifest = _manifest(spec, runtime, pipe, input_digest, stages, images, grid_file, staging)
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    return EditOutputs(out_dir=Path(out_dir).expanduser().absolute(), manifest=manifest)
-
-
-@contextlib.contextmanager
-def _timed(record: dict[str, Any], runtime: Runtime) -> Iterator[None]:
-    """Record a stage's seconds and peak accelerator memory into `record`."""
-    start = time.perf_counter()
-    with peak_memory_tracking(runtime.device) as memory:
-        yield
-    record["seconds"] = round(time.perf_counter() - start, 3)
-    record["peak_memory_bytes"] = memory["peak_memory_bytes"]
-
-
-def _save_samples(
-    samples: list[GeneratedImage], folder: Path, provenance: dict[str, Any]
-) -> list[dict[str, Any]]:
-    records = []
-    for sample in samples:
-        name = image_file_name(sample.eta, sample.seed)
-        save_png(
-            sample.image, folder / name, {**provenance, "eta": sample.eta, "seed": sample.seed}
+        generated = run_generate(
+            GenerateRequest(finetune_key=tuned.key, params=spec.generate, **common), progress
         )
-        records.append(
-            {
-                "file": name,
-                "eta": sample.eta,
-                "seed": sample.seed,
-                "sha256": _file_sha256(folder / name),
-            }
-        )
-    return records
-
-
-def _save_grid(
-    samples: list[GeneratedImage], spec: EditSpec, folder: Path, provenance: dict[str, Any]
-) -> str:
-    etas, seeds = spec.generate.etas, spec.generate.seeds
-    by_pair = {(sample.seed, sample.eta): sample.image for sample in samples}
-    rows = [[by_pair[seed, eta] for eta in etas] for seed in seeds]
-    grid = make_grid(
-        rows,
-        row_labels=[f"seed {seed}" for seed in seeds],
-        col_labels=[f"eta={eta:g}" for eta in etas],
-        title=spec.text,
+        stages = {"optimize": optimized, "finetune": tuned, "generate": generated}
+        # 3. Export the user-facing result.
+        manifest = _export(spec, artifact_store, stages, out_dir, overwrite, parent_run_id, tracker)
+    except BaseException:
+        tracker.end_run(parent_run_id, failed=True)
+        raise
+    tracker.end_run(parent_run_id)
+    return EditOutputs(
+        out_dir=Path(out_dir).expanduser().absolute(),
+        manifest=manifest,
+        stages=stages,
+        mlflow_run_id=parent_run_id,
+        mlflow_run_url=tracker.run_url(parent_run_id),
     )
-    save_png(grid, folder / "grid.png", {**provenance, "etas": etas, "seeds": seeds})
-    return "grid.png"
 
 
-def _manifest(
+def _export(
     spec: EditSpec,
-    runtime: Runtime,
-    pipe: Any,
-    input_digest: str,
-    stages: dict[str, dict[str, Any]],
-    images: list[dict[str, Any]],
-    grid_file: str,
-    folder: Path,
+    store: ArtifactStore,
+    stages: dict[str, StageResult],
+    out_dir: str | os.PathLike[str],
+    overwrite: bool,
+    run_id: str | None,
+    tracker: Tracker,
 ) -> dict[str, Any]:
-    """Everything needed to understand and reproduce the edit, and to verify its files."""
-    files = sorted(
-        str(path.relative_to(folder))
-        for path in folder.rglob("*")
-        if path.is_file() and path.name != MANIFEST_NAME
-    )
-    return {
-        "imagic_version": imagic.__version__,
-        "spec": spec.model_dump(mode="json"),
-        "spec_sha256": spec_digest(spec),
-        "input": {"source": spec.image, "sha256": input_digest, "file": "input.png"},
-        "model": {
-            "id": spec.model,
-            "revision": spec.model_revision,
-            "resolution": list(model_resolution(pipe)),
-            "prediction_type": prediction_type(pipe),
-        },
-        "runtime": {
-            "device": str(runtime.device),
-            "precision": runtime.precision,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-        },
-        "stages": stages,
-        "embeddings": {"file": EMBEDDINGS_NAME, "keys": ["e_tgt", "e_opt"]},
-        "finetuned": {"folder": FINETUNED_DIR, "lora": spec.finetune.lora},
-        "images": images,
-        "grid": {"file": grid_file, "rows": "seeds", "columns": "etas"},
-        "files": {name: _file_sha256(folder / name) for name in files},
-    }
+    """Copy the input, embeddings, images and grid out of the store (verified) into `out_dir`."""
+    manifests = {name: read_manifest(store, result.key) for name, result in stages.items()}
+    a, b, c = manifests["optimize"], manifests["finetune"], manifests["generate"]
+    with staged_output_dir(out_dir, overwrite=overwrite) as staging:
+        for name in (INPUT_FILE, EMBEDDINGS_FILE):
+            fetch_file(store, stages["optimize"].key, a, name, staging / name)
+        images = []
+        for item in c["images"]:
+            local_name = Path(item["file"]).name
+            fetch_file(store, stages["generate"].key, c, item["file"], staging / local_name)
+            images.append({**item, "file": local_name})
+        fetch_file(store, stages["generate"].key, c, c["grid"]["file"], staging / "grid.png")
+        losses = {
+            name: _read_json(store, stages[name].key, manifests[name], LOSSES_FILE)
+            for name in ("optimize", "finetune")
+        }
+        files = sorted(p.name for p in staging.iterdir() if p.is_file())
+        manifest = {
+            "imagic_version": imagic.__version__,
+            "spec": spec.model_dump(mode="json"),
+            "store": store.uri,
+            "model": a["model"],
+            "input": {**a["input"], "file": INPUT_FILE},
+            "stages": {
+                name: {
+                    **result.model_dump(mode="json"),
+                    "seconds": manifests[name].get("seconds"),
+                    "losses": losses.get(name),
+                }
+                for name, result in stages.items()
+            },
+            "embeddings": {"file": EMBEDDINGS_FILE, "keys": ["e_tgt", "e_opt"]},
+            "finetuned": {"kind": b["kind"], "uri": b["weights_uri"]},
+            "images": images,
+            "grid": {"file": "grid.png", "rows": "seeds", "columns": "etas"},
+            "mlflow": {"run_id": run_id, "url": tracker.run_url(run_id)},
+            "files": {name: file_sha256(staging / name) for name in files},
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    return manifest
 
 
-def spec_digest(spec: EditSpec) -> str:
-    """A stable digest of the full request, to tell runs of the same edit apart from others."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _read_json(store: ArtifactStore, key: str, manifest: dict[str, Any], name: str) -> Any:
+    """A small committed JSON file, verified against its manifest like every other artifact."""
+    with tempfile.TemporaryDirectory() as folder:
+        return json.loads(fetch_file(store, key, manifest, name, Path(folder) / name).read_text())

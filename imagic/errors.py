@@ -38,3 +38,23 @@ class OutputDirError(ImagicError):
 
 class FinetunedStateError(ImagicError):
     """Stored fine-tuned weights are missing, incomplete or do not fit the base model."""
+
+
+class StorageError(ImagicError):
+    """The artifact store cannot be reached, is misconfigured, or refuses the request."""
+
+
+class InvalidKeyError(StorageError):
+    """A key or file name would escape the store or is otherwise unsafe."""
+
+
+class ChecksumMismatchError(StorageError):
+    """A stored file does not match the sha256 its stage manifest recorded: never use it."""
+
+
+class StageNotFoundError(ImagicError):
+    """A stage needs the committed output of an earlier stage, which does not exist."""
+
+
+class TrackingError(ImagicError):
+    """MLflow tracking was required but the tracking server cannot be used."""

@@ -53,8 +53,11 @@ def read_image(
     *,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     min_side: int = MIN_SIDE,
+    name: str | None = None,
 ) -> Image.Image:
     """Read `source` (a path or the file's bytes) and return it as an 8-bit RGB image.
+
+    `name` labels bytes in messages (e.g. the s3:// URI they were downloaded from).
 
     The checks run in the order that keeps a hostile or broken file cheap to reject: the
     pixel count is checked from the header *before* any pixel is decoded (a decompression bomb
@@ -79,7 +82,7 @@ def read_image(
     (`image`), the value (the path, or `<N bytes>`) and what to do instead.
     """
     _check_limits(max_megapixels, min_side)
-    label = _describe(source)
+    label = f"'{name}'" if name else _describe(source)
     data = _read_source(source, label)
     image, frames = _decode(data, label, max_megapixels)
     if frames > 1:
@@ -190,6 +193,14 @@ def _check_limits(max_megapixels: float, min_side: int) -> None:
         raise ValueError(f"max_megapixels must be > 0, got {max_megapixels!r}")
     if min_side < 1:
         raise ValueError(f"min_side must be >= 1, got {min_side!r}")
+
+
+def read_image_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The raw bytes of an image file, with the same clear errors as `read_image`.
+
+    For callers that need the exact bytes too (content digests, cache keys).
+    """
+    return _read_source(path, _describe(path))
 
 
 def _describe(source: object) -> str:

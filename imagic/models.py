@@ -9,6 +9,7 @@ LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`). Either way a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -103,6 +104,36 @@ def load_finetuned_pipeline(
     pipe = load_pipeline(model, revision=revision, scheduler=scheduler, device=device)
     load_finetuned_state(pipe, state_dir)
     return pipe
+
+
+_FINGERPRINTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def model_fingerprint(model: str, revision: str | None = None) -> str:
+    """What identifies a model's weights, for content-addressed stage keys.
+
+    A local folder is identified by the sha256 of all its files (cached per process while no
+    file's size or mtime changes), so retraining a folder in place never hits a stale cache. A
+    hub id is identified by id and revision: pin a commit hash as the revision for exact reuse.
+    """
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return f"hub:{model}@{revision or 'main'}"
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    stats = tuple(
+        (str(path.relative_to(folder)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in files
+    )
+    cache_key = (str(folder.resolve()), stats)
+    if cache_key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for path, (name, _, _) in zip(files, stats, strict=True):
+            digest.update(name.encode() + b"\0")
+            with path.open("rb") as handle:
+                for chunk in iter(lambda handle=handle: handle.read(1 << 22), b""):
+                    digest.update(chunk)
+        _FINGERPRINTS[cache_key] = f"sha256:{digest.hexdigest()}"
+    return _FINGERPRINTS[cache_key]
 
 
 def _check_pipeline_folder(folder: Path) -> None:

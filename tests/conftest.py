@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One local MLflow database for the session (creating one takes seconds), never ./mlflow.db."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    yield
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _private_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own default artifact store, never ./imagic-data in the checkout."""
+    store = tmp_path / "imagic-data"
+    monkeypatch.setenv("IMAGIC_STORE", str(store))
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
@@ -87,7 +88,9 @@ def test_lora_edit_on_a_v_prediction_model(tmp_path: Path, tiny_vpred_model_dir:
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["prediction_type"] == "v_prediction"
     assert manifest["spec"]["finetune"]["learning_rate"] == 1e-4
-    assert (tmp_path / "out" / "finetuned" / "adapter_model.safetensors").is_file()
+    assert manifest["finetuned"]["kind"] == "lora"
+    weights = Path(urlparse(manifest["finetuned"]["uri"]).path)  # in the (file://) store
+    assert (weights / "adapter_model.safetensors").is_file()
 
 
 def test_version() -> None:

@@ -1,13 +1,14 @@
 """What an edit stores loads with the upstream libraries' own loaders, not only with ours.
 
 Users take e_opt and the fine-tuned weights to other tools; these checks use diffusers',
-peft's and safetensors' public loaders on a real edit's output folder.
+peft's and safetensors' public loaders on a real edit's output folder and (file://) store.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def _edit(image: Path, model: Path, out: Path, *, lora: bool) -> dict:
 @pytest.mark.slow
 def test_full_unet_loads_with_diffusers(tmp_path: Path, input_image: Path, tiny_model_dir: Path):
     manifest = _edit(input_image, tiny_model_dir, tmp_path / "out", lora=False)
-    unet_dir = tmp_path / "out" / manifest["finetuned"]["folder"] / "unet"
+    unet_dir = Path(urlparse(manifest["finetuned"]["uri"]).path) / "unet"
 
     unet = UNet2DConditionModel.from_pretrained(unet_dir)
     base = StableDiffusionPipeline.from_pretrained(tiny_model_dir).unet
@@ -52,9 +53,10 @@ def test_full_unet_loads_with_diffusers(tmp_path: Path, input_image: Path, tiny_
 @pytest.mark.slow
 def test_lora_adapter_loads_with_peft(tmp_path: Path, input_image: Path, tiny_model_dir: Path):
     manifest = _edit(input_image, tiny_model_dir, tmp_path / "out", lora=True)
-    folder = tmp_path / "out" / manifest["finetuned"]["folder"]
+    folder = Path(urlparse(manifest["finetuned"]["uri"]).path)
     config = LoraConfig.from_pretrained(str(folder))
     assert config.r == 4 and config.lora_alpha == 4
     weights = load_file(folder / "adapter_model.safetensors")
     assert weights and all("lora_" in key for key in weights)
     assert json.loads((folder / "finetuned.json").read_text())["kind"] == "lora"
+    assert manifest["finetuned"]["kind"] == "lora"

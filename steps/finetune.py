@@ -1,0 +1,21 @@
+"""Container step: stage finetune (`python -m steps.finetune --request FILE|- [--result FILE]`)."""
+
+from __future__ import annotations
+
+import sys
+
+from imagic.stages import FinetuneRequest as Request
+from imagic.stages import StageResult as Result
+from imagic.stages import run_finetune
+from steps.entrypoint import log_progress, step_main
+
+
+def run(request: Request) -> Result:
+    """Run the finetune stage over the artifact store (a cache hit loads no model)."""
+    return run_finetune(request, log_progress)
+
+
+__all__ = ["Request", "Result", "run"]
+
+if __name__ == "__main__":
+    sys.exit(step_main("finetune", Request, run))

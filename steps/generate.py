@@ -1,0 +1,21 @@
+"""Container step: stage generate (`python -m steps.generate --request FILE|- [--result FILE]`)."""
+
+from __future__ import annotations
+
+import sys
+
+from imagic.stages import GenerateRequest as Request
+from imagic.stages import StageResult as Result
+from imagic.stages import run_generate
+from steps.entrypoint import log_progress, step_main
+
+
+def run(request: Request) -> Result:
+    """Run the generate stage over the artifact store (a cache hit loads no model)."""
+    return run_generate(request, log_progress)
+
+
+__all__ = ["Request", "Result", "run"]
+
+if __name__ == "__main__":
+    sys.exit(step_main("generate", Request, run))

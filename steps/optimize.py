@@ -1,0 +1,21 @@
+"""Container step: stage optimize (`python -m steps.optimize --request FILE|- [--result FILE]`)."""
+
+from __future__ import annotations
+
+import sys
+
+from imagic.stages import OptimizeRequest as Request
+from imagic.stages import StageResult as Result
+from imagic.stages import run_optimize
+from steps.entrypoint import log_progress, step_main
+
+
+def run(request: Request) -> Result:
+    """Run the optimize stage over the artifact store (a cache hit loads no model)."""
+    return run_optimize(request, log_progress)
+
+
+__all__ = ["Request", "Result", "run"]
+
+if __name__ == "__main__":
+    sys.exit(step_main("optimize", Request, run))

@@ -1,0 +1,121 @@
+"""Real servers for integration tests, started on 127.0.0.1 with free ports, stopped by PID.
+
+No mocks: a moto S3 server (the same HTTP API as AWS S3 and MinIO) and a real `mlflow server`
+with a sqlite backend whose artifacts are proxied into a bucket on that moto server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+@contextmanager
+def running(command: list[str], health_url: str, env: dict[str, str], log: Path) -> Iterator[None]:
+    """Start `command` in its own process group; kill the whole group on exit."""
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_healthy(health_url, process)
+            yield
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, **_boto_credentials())
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": FAKE_AWS["AWS_DEFAULT_REGION"],
+    }
+
+
+@contextmanager
+def moto_server(log_dir: Path) -> Iterator[S3Server]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with running(command, f"{url}/moto-api/", {}, log_dir / "moto.log"):
+        yield S3Server(url)
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    tracking_uri: str
+    artifact_bucket: str
+
+
+@contextmanager
+def mlflow_server(log_dir: Path, s3: S3Server) -> Iterator[MlflowServer]:
+    """`mlflow server`, sqlite backend, artifacts proxied to s3://<bucket>/ on the moto server."""
+    bucket = s3.create_bucket("mlflow-artifacts")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(BIN / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{log_dir / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{bucket}/",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**FAKE_AWS, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url}
+    with running(command, f"{url}/health", env, log_dir / "mlflow.log"):
+        yield MlflowServer(url, bucket)
