@@ -220,18 +220,35 @@ def _run_edit_command(args: argparse.Namespace) -> int:
     from diffusers.utils.logging import disable_progress_bar
 
     from imagic.edit import run_edit  # heavy imports only when an edit really runs
+    from imagic.tracking import TrackingOptions
 
     disable_progress_bar()  # diffusers' "Loading pipeline components" bar; ours follow
     spec = spec_from_args(args)
+    tracking = TrackingOptions(
+        enabled=not args.no_tracking,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        required=args.tracking_required,
+        log_weights=args.log_weights,
+    )
     bars = StageProgressBars()
     try:
-        outputs = run_edit(spec, args.out, overwrite=args.overwrite, progress=bars)
+        outputs = run_edit(
+            spec,
+            args.out,
+            store=args.store,
+            tracking=tracking,
+            overwrite=args.overwrite,
+            progress=bars,
+        )
     finally:
         bars.close()
-    print(
-        f"wrote {len(outputs.images)} images, {outputs.grid.name} and manifest.json to "
-        f"{outputs.out_dir}"
-    )
+    print(f"wrote {len(outputs.images)} images, grid.png and manifest.json to {outputs.out_dir}")
+    for name, result in outputs.stages.items():
+        cached = " (cached)" if result.cached else ""
+        print(f"  {name}{cached}: {result.manifest_uri}")
+    if outputs.mlflow_run_id:
+        print(f"MLflow run {outputs.mlflow_run_id} {outputs.mlflow_run_url or ''}".rstrip())
     return 0
 
 
@@ -255,7 +272,8 @@ def _quiet_library_logs() -> None:
     for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
         os.environ.setdefault(name, "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    for name in ("huggingface_hub", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:

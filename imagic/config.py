@@ -169,7 +169,7 @@ class GenerateParams(_Params):
 class EditSpec(_Params):
     """One Imagic edit: an input image, a target text, a model and the three stages' params."""
 
-    image: str = Field(description="Input image: a local path (or, with a store, a URI).")
+    image: str = Field(description="Input image: a local path, file:///... or s3://bucket/key.")
     text: TargetText = Field(description="Target text, e.g. 'a bird spreading its wings'.")
     model: ModelId = Field(description="Local diffusers folder or Hugging Face Hub id.")
     model_revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")

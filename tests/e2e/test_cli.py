@@ -43,6 +43,8 @@ def test_readme_flow_tiny_model_then_edit(tmp_path: Path) -> None:
     )  # fmt: skip
     assert edit.returncode == 0, edit.stderr
     assert "Traceback" not in edit.stderr
+    assert "optimize: file://" in edit.stdout and "generate: file://" in edit.stdout
+    assert "MLflow run " in edit.stdout
     for stage in ("optimize", "finetune", "generate"):
         assert stage in edit.stderr  # one progress bar per stage
     out = tmp_path / "result"
@@ -310,3 +312,47 @@ def test_tiny_model_refuses_a_non_empty_out(tmp_path: Path, capsys) -> None:
     (tmp_path / "busy" / "x").write_text("x")
     assert main(["tiny-model", "--out", str(tmp_path / "busy")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+# --- store and tracking flags -------------------------------------------------------------------
+
+
+def test_store_and_tracking_flags(edit_args, capsys, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    store, db = tmp_path / "my-store", tmp_path / "runs.db"
+    argv = edit_args(**{"--store": str(store), "--tracking-uri": f"sqlite:///{db}"})
+    assert main([*argv, "--experiment", "cli", "--seeds", "0", "--eta", "1"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("optimize", "finetune", "generate"):
+        assert f"{stage}: {store.as_uri()}/{stage}/" in out
+        assert len(list((store / stage).iterdir())) == 1
+    run_id = out.split("MLflow run ")[1].split()[0]
+    client = MlflowClient(f"sqlite:///{db}")
+    parent = client.get_run(run_id)
+    assert parent.data.params["text"] == "a red circle"
+    assert client.get_experiment(parent.info.experiment_id).name == "cli"
+
+
+def test_no_tracking_touches_no_mlflow(edit_args, capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    argv = edit_args(**{"--seeds": ["0"], "--eta": ["1"]})
+    assert main([*argv, "--no-tracking"]) == 0
+    assert "MLflow run" not in capsys.readouterr().out
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_tracking_required_but_unreachable(edit_args, capsys) -> None:
+    from tests.integration.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    argv = [*edit_args(**{"--tracking-uri": dead}), "--tracking-required"]
+    _fails(argv, capsys, dead)
+
+
+def test_store_that_cannot_be_used(edit_args, capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    _fails(edit_args(**{"--store": str(blocker / "store")}), capsys, "store", "--store")
+    _fails(edit_args(**{"--store": "ftp://host/x"}), capsys, "'ftp'", "s3://")

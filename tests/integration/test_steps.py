@@ -240,14 +240,18 @@ def test_container_entrypoints_chain_through_request_files(
     tiny_model_dir: Path, input_image: Path, tmp_path: Path
 ) -> None:
     common = {"store": f"file://{tmp_path / 'store'}", "tracking": {"enabled": False}}
-    a = _step(
-        "optimize",
-        {"image": str(input_image), "text": "a red circle", "model": str(tiny_model_dir),
-         "params": {"steps": 2}, **common},
-        tmp_path,
-    )  # fmt: skip
+    a_request = {
+        "image": input_image.as_uri(), "text": "a red circle", "model": str(tiny_model_dir),
+        "params": {"steps": 2}, **common,
+    }  # fmt: skip
+    a = _step("optimize", a_request, tmp_path)
     assert a.returncode == 0, a.stderr
     a_result = json.loads((tmp_path / "optimize-result.json").read_text())
+    assert a_result["cached"] is False
+    again = _step("optimize", a_request, tmp_path)  # the same request over file:// is cached
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "optimize-result.json").read_text())["cached"] is True
+    assert "cache hit" in again.stderr
     b = _step(
         "finetune", {"optimize_key": a_result["key"], "params": {"steps": 2}, **common}, tmp_path
     )
