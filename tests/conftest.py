@@ -37,6 +37,20 @@ def _session_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 
 @pytest.fixture(autouse=True)
+def _restore_mlflow_http_settings() -> Iterator[None]:
+    """`open_tracker` sets process-wide MLflow HTTP retry defaults; no test may leak them."""
+    from imagic.tracking import HTTP_DEFAULTS
+
+    saved = {name: os.environ.get(name) for name in HTTP_DEFAULTS}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
 def _private_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own default artifact store, never ./imagic-data in the checkout."""
     store = tmp_path / "imagic-data"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from mlflow import MlflowClient
 from safetensors.torch import save_file
 
 from imagic.errors import TrackingError
-from imagic.tracking import HTTP_DEFAULTS, NullTracker, TrackingOptions, open_tracker
+from imagic.tracking import NullTracker, TrackingOptions, open_tracker
 from tests.integration.servers import MlflowServer, S3Server, mlflow_server
 
 
@@ -32,13 +31,7 @@ def _client_without_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    saved = {name: os.environ.get(name) for name in HTTP_DEFAULTS}
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def _bucket_keys(s3_server: S3Server, bucket: str) -> list[str]:

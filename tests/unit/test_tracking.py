@@ -33,13 +33,7 @@ from tests.integration.servers import free_port
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No tracking URI from the environment; MLflow's HTTP settings restored afterwards."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    saved = {name: os.environ.get(name) for name in HTTP_DEFAULTS}
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
