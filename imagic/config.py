@@ -130,10 +130,25 @@ class FinetuneParams(_Params):
 class GenerateParams(_Params):
     """Stage C: sample with e = eta * e_tgt + (1 - eta) * e_opt for every eta x seed."""
 
+    # The JSON-schema extras let Prefect's server and UI reject bad lists before a run starts.
     etas: list[float] = Field(
-        [0.6, 0.7, 0.8], description=f"Interpolation weights in [0, {ETA_MAX}] (0 = input)."
+        [0.6, 0.7, 0.8],
+        description=f"Interpolation weights in [0, {ETA_MAX}] (0 = input).",
+        json_schema_extra={
+            "items": {"type": "number", "minimum": 0, "maximum": ETA_MAX},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
     )
-    seeds: list[int] = Field([0, 1, 2], description="Sampling seeds, one grid row each.")
+    seeds: list[int] = Field(
+        [0, 1, 2],
+        description="Sampling seeds, one grid row each.",
+        json_schema_extra={
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
+    )
     num_inference_steps: PositiveInt = Field(50, description="Sampler steps per image.")
     guidance_scale: Annotated[float, Field(ge=0)] = Field(
         7.5, description="Classifier-free guidance scale (<= 1 disables guidance)."

@@ -63,19 +63,75 @@ class EditOutputs:
         return [self.out_dir / item["file"] for item in self.manifest["images"]]
 
 
-def run_edit(
+@dataclass(frozen=True)
+class EditRun:
+    """An edit whose inputs were checked and whose MLflow parent run is open.
+
+    `run_edit` and the Prefect flows (`flows.edit`) both start edits this way, so the checks,
+    the parent run and the three stage requests are built in one place.
+    """
+
+    spec: EditSpec
+    store: ArtifactStore
+    tracking: TrackingOptions
+    tracker: Tracker
+    parent_run_id: str | None
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "store": self.store.uri,
+            "device": self.spec.device,
+            "precision": self.spec.precision,
+            "tracking": self.tracking,
+            "parent_run_id": self.parent_run_id,
+        }
+
+    def optimize_request(self) -> OptimizeRequest:
+        spec = self.spec
+        return OptimizeRequest(
+            image=spec.image,
+            text=spec.text,
+            model=spec.model,
+            model_revision=spec.model_revision,
+            params=spec.optimize,
+            resolution_fit=spec.resolution_fit,
+            max_megapixels=spec.max_megapixels,
+            **self._common(),
+        )
+
+    def finetune_request(self, optimize_key: str) -> FinetuneRequest:
+        return FinetuneRequest(
+            optimize_key=optimize_key, params=self.spec.finetune, **self._common()
+        )
+
+    def generate_request(self, finetune_key: str) -> GenerateRequest:
+        return GenerateRequest(
+            finetune_key=finetune_key, params=self.spec.generate, **self._common()
+        )
+
+    @property
+    def run_url(self) -> str | None:
+        return self.tracker.run_url(self.parent_run_id)
+
+    def finish(self, *, failed: bool = False) -> None:
+        self.tracker.end_run(self.parent_run_id, failed=failed)
+
+
+def start_edit(
     spec: EditSpec,
-    out_dir: str | os.PathLike[str],
     *,
     store: str | None = None,
     tracking: TrackingOptions | None = None,
-    overwrite: bool = False,
-    progress: ProgressCallback | None = None,
-) -> EditOutputs:
-    """Run stages A, B, C for `spec` through the store and export the result to `out_dir`."""
-    # 1. Check inputs, cheapest first, before any model is loaded or any run is opened.
-    check_output_dir(out_dir, overwrite=overwrite)
-    resolve_runtime(spec.device, spec.precision)
+    check_device: bool = True,
+) -> EditRun:
+    """Check the inputs, cheapest first, then open the edit's MLflow parent run.
+
+    Nothing is loaded and no run is opened when the input image, the device or the store is
+    unusable. `check_device=False` is for orchestrators whose stages run on other machines
+    (a GPU the orchestrating process does not have is not an error there).
+    """
+    if check_device:
+        resolve_runtime(spec.device, spec.precision)
     image_bytes = read_input_image_bytes(spec.image)
     read_image(image_bytes, max_megapixels=spec.max_megapixels, name=spec.image)
     artifact_store = open_store(store)
@@ -87,47 +143,52 @@ def run_edit(
         params=flatten_params(spec.model_dump(mode="json")),
         tags={**standard_tags(), "imagic.store": artifact_store.uri},
     )
-    common = {
-        "store": artifact_store.uri,
-        "device": spec.device,
-        "precision": spec.precision,
-        "tracking": tracking,
-        "parent_run_id": parent_run_id,
-    }
+    return EditRun(spec, artifact_store, tracking, tracker, parent_run_id)
+
+
+def run_edit(
+    spec: EditSpec,
+    out_dir: str | os.PathLike[str],
+    *,
+    store: str | None = None,
+    tracking: TrackingOptions | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> EditOutputs:
+    """Run stages A, B, C for `spec` through the store and export the result to `out_dir`."""
+    check_output_dir(out_dir, overwrite=overwrite)
+    edit = start_edit(spec, store=store, tracking=tracking)
     try:
-        # 2. The three stages, handing each other nothing but keys.
-        optimized = run_optimize(
-            OptimizeRequest(
-                image=spec.image,
-                text=spec.text,
-                model=spec.model,
-                model_revision=spec.model_revision,
-                params=spec.optimize,
-                resolution_fit=spec.resolution_fit,
-                max_megapixels=spec.max_megapixels,
-                **common,
-            ),
-            progress,
-        )
-        tuned = run_finetune(
-            FinetuneRequest(optimize_key=optimized.key, params=spec.finetune, **common), progress
-        )
-        generated = run_generate(
-            GenerateRequest(finetune_key=tuned.key, params=spec.generate, **common), progress
-        )
+        # The three stages hand each other nothing but keys.
+        optimized = run_optimize(edit.optimize_request(), progress)
+        tuned = run_finetune(edit.finetune_request(optimized.key), progress)
+        generated = run_generate(edit.generate_request(tuned.key), progress)
         stages = {"optimize": optimized, "finetune": tuned, "generate": generated}
-        # 3. Export the user-facing result.
-        manifest = _export(spec, artifact_store, stages, out_dir, overwrite, parent_run_id, tracker)
+        outputs = export_edit(edit, stages, out_dir, overwrite=overwrite)
     except BaseException:
-        tracker.end_run(parent_run_id, failed=True)
+        edit.finish(failed=True)
         raise
-    tracker.end_run(parent_run_id)
+    edit.finish()
+    return outputs
+
+
+def export_edit(
+    edit: EditRun,
+    stages: dict[str, StageResult],
+    out_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> EditOutputs:
+    """Copy a finished edit's user-facing result out of the store into `out_dir`."""
+    manifest = _export(
+        edit.spec, edit.store, stages, out_dir, overwrite, edit.parent_run_id, edit.tracker
+    )
     return EditOutputs(
         out_dir=Path(out_dir).expanduser().absolute(),
         manifest=manifest,
         stages=stages,
-        mlflow_run_id=parent_run_id,
-        mlflow_run_url=tracker.run_url(parent_run_id),
+        mlflow_run_id=edit.parent_run_id,
+        mlflow_run_url=edit.run_url,
     )
 
 

@@ -44,6 +44,13 @@ class StorageError(ImagicError):
     """The artifact store cannot be reached, is misconfigured, or refuses the request."""
 
 
+class StorageUnavailableError(StorageError):
+    """The store could not be reached or was briefly overloaded: retrying later can succeed.
+
+    The only storage failure that orchestrators retry; every other StorageError needs a fix.
+    """
+
+
 class InvalidKeyError(StorageError):
     """A key or file name would escape the store or is otherwise unsafe."""
 

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -432,6 +433,13 @@ class Tracker:
             return None
         base = scrub_text(self.tracking_uri).rstrip("/")
         return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def artifact_url(self, run_id: str | None, path: str) -> str | None:
+        """A direct download URL of one of the run's artifacts, served by an http(s) server."""
+        if run_id is None or not _is_http(self.tracking_uri):
+            return None
+        base = scrub_text(self.tracking_uri).rstrip("/")
+        return f"{base}/get-artifact?{urlencode({'path': path, 'run_uuid': run_id})}"
 
     # MLflow calls, each guarded by _call
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sys
 
+from imagic.method import ProgressCallback
 from imagic.stages import OptimizeRequest as Request
 from imagic.stages import StageResult as Result
 from imagic.stages import run_optimize
 from steps.entrypoint import log_progress, step_main
 
 
-def run(request: Request) -> Result:
+def run(request: Request, progress: ProgressCallback = log_progress) -> Result:
     """Run the optimize stage over the artifact store (a cache hit loads no model)."""
-    return run_optimize(request, log_progress)
+    return run_optimize(request, progress)
 
 
 __all__ = ["Request", "Result", "run"]

@@ -11,7 +11,7 @@ from imagic.storage.stage_record import (
     files_under,
     read_manifest,
 )
-from imagic.storage.uri import default_store_uri, open_store, read_uri_bytes
+from imagic.storage.uri import default_store_uri, open_store, read_uri_bytes, write_uri_bytes
 
 __all__ = [
     "MANIFEST_NAME",
@@ -28,4 +28,5 @@ __all__ = [
     "read_manifest",
     "read_uri_bytes",
     "validate_key",
+    "write_uri_bytes",
 ]

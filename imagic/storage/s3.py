@@ -39,7 +39,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from imagic.errors import StorageError
+from imagic.errors import StorageError, StorageUnavailableError
 from imagic.storage.base import ArtifactStore
 from imagic.storage.keys import validate_key
 
@@ -76,6 +76,7 @@ _REJECTED_CREDENTIALS = (
     "InvalidSecurity",
 )
 _ACCESS_DENIED = ("AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem")
+_OVERLOADED = ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503")
 _TRANSLATED = (ClientError, BotoCoreError, S3UploadFailedError, RetriesExceededError)
 
 
@@ -286,7 +287,7 @@ class S3Store(ArtifactStore):
                 "AWS_PROFILE."
             )
         if isinstance(cause, ConnectionError | HTTPClientError):
-            return StorageError(
+            return StorageUnavailableError(
                 f"{where}: cannot reach {endpoint} after {self.max_attempts} attempts "
                 f"({type(cause).__name__}) while trying to {action} '{target}'; check "
                 f"{ENDPOINT_ENV} (or {AWS_ENDPOINT_ENV}) and the network, or raise "
@@ -315,6 +316,12 @@ class S3Store(ArtifactStore):
                     f"(s3:ListBucket, s3:GetObject, s3:PutObject on bucket '{self.bucket}'). "
                     "Set valid ones with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or "
                     "AWS_PROFILE, or grant those permissions."
+                )
+            if code in _OVERLOADED or (_status(cause) or 0) >= 500:
+                return StorageUnavailableError(
+                    f"{where}: {endpoint} is unavailable ({code}: {message}) while trying to "
+                    f"{action} '{target}' after {self.max_attempts} attempts; retry later, or "
+                    f"raise {MAX_ATTEMPTS_ENV}."
                 )
             if code in ("PermanentRedirect", "301", "AuthorizationHeaderMalformed"):
                 region = cause.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})

@@ -42,6 +42,19 @@ def open_store(uri: str | None = None) -> ArtifactStore:
     return FileStore(Path(uri))
 
 
+def write_uri_bytes(uri: str, data: bytes) -> None:
+    """Store `data` at a local path, `file://` URI or `s3://bucket/key` URI, atomically."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        from imagic.storage.s3 import S3Store
+
+        store, key = S3Store.from_object_uri(uri)
+        store.write_bytes(key, data)
+        return
+    path = _local_path(uri)
+    FileStore(path.parent).write_bytes(path.name, data)
+
+
 def read_uri_bytes(uri: str) -> bytes:
     """Bytes of an input given as a local path, `file://` URI or `s3://bucket/key` URI."""
     parsed = urlparse(uri)
@@ -50,6 +63,16 @@ def read_uri_bytes(uri: str) -> bytes:
 
         store, key = S3Store.from_object_uri(uri)
         return store.read_bytes(key)
+    path = _local_path(uri)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"{uri!r}: cannot read it ({exc.strerror}); check the path.") from exc
+
+
+def _local_path(uri: str) -> Path:
+    """The local file a path or `file://` URI names (anything else is refused)."""
+    parsed = urlparse(uri)
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         raise StorageError(f"{uri!r}: file URIs must be absolute, like file:///data/in.png.")
     if parsed.scheme not in ("", "file") and len(parsed.scheme) > 1:
@@ -57,7 +80,4 @@ def read_uri_bytes(uri: str) -> bytes:
             f"{uri!r}: unsupported scheme {parsed.scheme!r}; use a path, file:// or s3://."
         )
     path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
-    try:
-        return path.expanduser().read_bytes()
-    except OSError as exc:
-        raise StorageError(f"{uri!r}: cannot read it ({exc.strerror}); check the path.") from exc
+    return path.expanduser()

@@ -6,6 +6,7 @@ with a sqlite backend whose artifacts are proxied into a bucket on that moto ser
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -119,3 +120,88 @@ def mlflow_server(log_dir: Path, s3: S3Server) -> Iterator[MlflowServer]:
     env = {**FAKE_AWS, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url}
     with running(command, f"{url}/health", env, log_dir / "mlflow.log"):
         yield MlflowServer(url, bucket)
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """A `prefect server start` with its own PREFECT_HOME; `env` points a client or worker at it."""
+
+    url: str
+    env: dict[str, str]
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `prefect <args>` against this server; raise with its output when it fails."""
+        result = subprocess.run(
+            [str(BIN / "prefect"), "--no-prompt", *args], env={**os.environ, **self.env},
+            cwd=cwd, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"prefect {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[PrefectServer]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"{url}/api",
+        "PREFECT_UI_API_URL": f"{url}/api",  # the UI on a port other than 4200 needs it
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    }
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with running(command, f"{url}/api/health", env, home / "server.log"):
+        yield PrefectServer(url, env)
+
+
+class PrefectWorker:
+    """A real `prefect worker start --type process` polling one pool; can be killed mid-run."""
+
+    def __init__(self, pool: str, env: dict[str, str], log: Path) -> None:
+        self.pool, self.env, self.log = pool, env, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        port = free_port()
+        env = {
+            **os.environ, **self.env,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+            "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+        }  # fmt: skip
+        command = [
+            str(BIN / "prefect"), "worker", "start", "--pool", self.pool, "--type", "process",
+            "--with-healthcheck",
+        ]  # fmt: skip
+        with self.log.open("a") as log_file:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_healthy(f"http://127.0.0.1:{port}/health", self.process)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every process it started (the flow runs), like a lost node."""
+        import psutil
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        parent = psutil.Process(self.process.pid)
+        for process in [*parent.children(recursive=True), parent]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()

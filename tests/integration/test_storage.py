@@ -20,7 +20,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from imagic.errors import ChecksumMismatchError, InvalidKeyError, StorageError
+from imagic.errors import (
+    ChecksumMismatchError,
+    InvalidKeyError,
+    StorageError,
+    StorageUnavailableError,
+)
 from imagic.storage import s3 as s3_module
 from imagic.storage.s3 import S3Store
 from imagic.storage.stage_record import (
@@ -359,7 +364,7 @@ def test_unreachable_endpoint_fails_after_bounded_attempts(
         lambda: store.download_file("a.txt", tmp_path / "dl" / "a.txt"),
     ):
         sent.clear()
-        with pytest.raises(StorageError) as info:
+        with pytest.raises(StorageUnavailableError) as info:  # transient: orchestrators retry
             attempt()
         message = str(info.value)
         assert message.startswith("store = 's3://some-bucket/runs': ")
@@ -461,6 +466,7 @@ def test_rejected_credentials(
 
     with pytest.raises(StorageError) as info:
         store.check()  # HEAD: a bare 403, no error code
+    assert not isinstance(info.value, StorageUnavailableError)  # a fix is needed, not a retry
     assert str(info.value).startswith(f"store = 's3://{auth_server.bucket}/runs': ")
     assert "denied access (403)" in str(info.value)
     assert "credentials (found in: env) were rejected or lack permission" in str(info.value)
