@@ -33,15 +33,15 @@ def summary_markdown(summary: EditSummary) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| Input image | `{spec.image}` |",
+        f"| Input image | `{_escape(spec.image)}` |",
         f"| Target text | {_escape(spec.text)} |",
-        f"| Model | `{spec.model}` |",
+        f"| Model | `{_escape(spec.model)}` |",
         f"| etas | {', '.join(f'{eta:g}' for eta in generate.etas)} |",
         f"| seeds | {', '.join(str(seed) for seed in generate.seeds)} |",
         f"| Placement | {summary.placement} |",
-        f"| Store | `{summary.store}` |",
+        f"| Store | `{_escape(summary.store)}` |",
         f"| MLflow run | {mlflow} |",
-        f"| Grid (rows: seeds, columns: etas) | `{summary.grid_uri}` |",
+        f"| Grid (rows: seeds, columns: etas) | `{_escape(summary.grid_uri)}` |",
         "",
         "| Stage | Key | Cached | Manifest | MLflow run |",
         "|---|---|---|---|---|",
@@ -50,7 +50,7 @@ def summary_markdown(summary: EditSummary) -> str:
         run = f"[{stage.mlflow_run_id}]({stage.mlflow_run_url})" if stage.mlflow_run_url else "-"
         lines.append(
             f"| {name} | `{stage.key}` | {'yes' if stage.cached else 'no'} | "
-            f"`{stage.manifest_uri}` | {run} |"
+            f"`{_escape(stage.manifest_uri)}` | {run} |"
         )
     if summary.grid_url:
         lines += ["", f"![grid: rows are seeds, columns are etas]({summary.grid_url})"]

@@ -6,14 +6,13 @@ Edits run side by side (one task each, on a thread pool), and every stage task c
 flow creates that limit with `gpu_slots` slots when the server has none.
 
 One failing edit is reported and the others finish. The outcome of every row goes to a table
-artifact and to `<manifest name>.summary.json` next to the manifest; a rerun skips the edits
+artifact and to `<manifest>.summary.json` next to the manifest; a rerun skips the edits
 that summary records as done (and would be all cache hits anyway).
 """
 
 from __future__ import annotations
 
 import json
-import posixpath
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, task
@@ -27,7 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.edit import EditSummary, Placement, imagic_edit
-from flows.manifest import CheckedManifest, ManifestRow, edit_id, load_manifest
+from flows.manifest import CheckedManifest, ManifestRow, default_row_id, edit_id, load_manifest
 from flows.stages import GPU_TAG
 from imagic.errors import ImagicError
 from imagic.storage import read_uri_bytes, write_uri_bytes
@@ -151,16 +150,15 @@ def _outcome(row: ManifestRow, future: PrefectFuture[EditSummary]) -> RowOutcome
 
 def invalid_outcomes(checked: CheckedManifest) -> list[RowOutcome]:
     return [
-        RowOutcome(row=number, id=str(number), status="invalid", error=problem)
+        RowOutcome(row=number, id=default_row_id(number), status="invalid", error=problem)
         for number, problem in checked.problems.items()
     ]
 
 
 def summary_uri_for(manifest_uri: str) -> str:
-    """`<folder>/<manifest stem>.summary.json`: one summary per manifest, never shared."""
-    folder, name = posixpath.split(manifest_uri.rstrip("/"))
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    return posixpath.join(folder, f"{stem}.summary.json") if folder else f"{stem}.summary.json"
+    """`<manifest>.summary.json` next to it: one summary per manifest (edits.csv and
+    edits.json in one folder keep separate summaries)."""
+    return f"{manifest_uri.rstrip('/')}.summary.json"
 
 
 def finished_edits(summary_uri: str) -> dict[str, RowOutcome]:

@@ -11,6 +11,7 @@ whose worker died in stage B starts B again from stage A's stored embedding.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -22,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.artifacts import publish_edit_artifacts
 from flows.stages import STAGE_DEPLOYMENTS, STAGE_FLOWS, read_recorded_result
 from imagic.config import EditSpec
-from imagic.edit import EditRun, start_edit
+from imagic.edit import EditOutputs, EditRun, export_stages, start_edit
 from imagic.errors import ImagicError
+from imagic.outputs import check_output_dir
 from imagic.stages import StageRequest, StageResult
 from imagic.storage import open_store, read_manifest
 from imagic.tracking import TrackingOptions
@@ -168,3 +170,33 @@ def summarize(edit: EditRun, placement: Placement, stages: dict[str, StageResult
         mlflow_run_id=edit.parent_run_id,
         mlflow_run_url=edit.run_url,
     )
+
+
+def run_edit_via_prefect(
+    spec: EditSpec,
+    out_dir: str | os.PathLike[str],
+    *,
+    placement: Placement = "local",
+    store: str | None = None,
+    tracking: TrackingOptions | None = None,
+    overwrite: bool = False,
+) -> tuple[EditSummary, EditOutputs]:
+    """`imagic edit --via-prefect`: the `imagic-edit` flow, then its result exported to out_dir.
+
+    The flow runs in this process against PREFECT_API_URL (a temporary local server when it is
+    unset), so the edit and its three stage runs appear in the Prefect UI like any other.
+    """
+    check_output_dir(out_dir, overwrite=overwrite)
+    summary = imagic_edit(
+        spec, placement=placement, store=store, tracking=tracking or TrackingOptions()
+    )
+    outputs = export_stages(
+        spec,
+        open_store(summary.store),
+        summary.stages,
+        out_dir,
+        overwrite=overwrite,
+        run_id=summary.mlflow_run_id,
+        run_url=summary.mlflow_run_url,
+    )
+    return summary, outputs

@@ -3,9 +3,9 @@
 A row names an input `image` and a target `text`, optionally an `id`, a `model`, and any
 parameter of an edit as a column: top-level fields (`resolution_fit`, `device`, ...) by name
 and stage parameters with a dot (`optimize.steps`, `finetune.lora`, `generate.etas`). In CSV,
-an empty cell means "use the default" and list cells (etas, seeds) are separated by spaces,
-commas or semicolons. JSON is a list of row objects, or `{"edits": [...]}`, and may also nest
-the stage parameters (`{"generate": {"etas": [0.5, 0.7]}}`).
+an empty cell (in JSON, a null) means "use the default" and list cells (etas, seeds) are
+separated by spaces, commas or semicolons. JSON is a list of row objects, or
+`{"edits": [...]}`, and may also nest the stage parameters (`{"generate": {"etas": [0.5]}}`).
 
 Relative image paths are resolved against the manifest's own folder, so a manifest dropped
 next to its images in a bucket works as is. Every problem in every row is reported at once,
@@ -177,6 +177,7 @@ def validate_rows(
     problems: dict[int, str] = {}
     edits: list[ManifestRow] = []
     seen: dict[str, int] = {}
+    ids: dict[str, int] = {}
     for number, raw in enumerate(rows, start=1):
         try:
             edit = _validate_row(number, raw, allowed, base_uri, default_model)
@@ -189,10 +190,13 @@ def validate_rows(
                 f"duplicates row {seen[fingerprint]} (same image, text and parameters); "
                 "remove one of them."
             )
-        elif edit.id in {row.id for row in edits}:
-            problems[number] = f"id = {edit.id!r} is already used; ids must be unique."
+        elif edit.id in ids:
+            problems[number] = (
+                f"id = {edit.id!r} is already used by row {ids[edit.id]}; ids must be unique."
+            )
         else:
             seen[fingerprint] = number
+            ids[edit.id] = number
             edits.append(edit)
     checked = CheckedManifest(edits, problems)
     if not edits:
@@ -206,7 +210,10 @@ def _validate_row(
     if not isinstance(raw, dict):
         raise ManifestError(f"expected an object with image and text, got {raw!r}")
     if "__extra_cells__" in raw:
-        raise ManifestError(f"more cells than header columns ({raw['__extra_cells__']!r})")
+        raise ManifestError(
+            f"more cells than header columns ({raw['__extra_cells__']!r}); quote a cell that "
+            'holds commas ("0.5,0.7"), or add the missing column to the header'
+        )
     flat = _flatten(raw)
     unknown = sorted(set(flat) - allowed)
     if unknown:
@@ -221,7 +228,7 @@ def _validate_row(
             f"missing {', '.join(missing)}; every row needs an image and a text"
             + ("" if default_model else ", and a model (or pass the flow's `model` parameter)")
         )
-    row_id = str(flat.pop("id", number))
+    row_id = str(flat.pop("id", default_row_id(number)))
     flat["image"] = resolve_image_uri(str(flat["image"]), base_uri)
     flat.setdefault("model", default_model)
     spec = parse_params(EditSpec, _nest(flat))
@@ -231,12 +238,17 @@ def _validate_row(
 
 
 def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
-    """`{"generate": {"etas": [...]}}` and `{"generate.etas": "..."}` alike -> dotted keys."""
+    """`{"generate": {"etas": [...]}}` and `{"generate.etas": "..."}` alike -> dotted keys.
+
+    A JSON null means "use the default", like an empty CSV cell (pandas writes NaN as null).
+    """
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict):
-            flat.update({f"{key}.{inner}": item for inner, item in value.items()})
-        else:
+            flat.update(
+                {f"{key}.{inner}": item for inner, item in value.items() if item is not None}
+            )
+        elif value is not None:
             flat[str(key)] = value
     return flat
 
@@ -260,12 +272,21 @@ def resolve_image_uri(image: str, base_uri: str) -> str:
     """A relative image path is relative to the manifest's folder; anything else is kept."""
     if urlparse(image).scheme or image.startswith(("/", "~")):
         return image
+    scheme, separator, rest = base_uri.partition("://")
+    if separator:  # s3:// keys are not normalized by S3 ('./a.png'), and refuse '.' and '..'
+        netloc, _, path = rest.partition("/")
+        return f"{scheme}://{netloc}{posixpath.normpath(posixpath.join('/' + path, image))}"
     return posixpath.join(base_uri, image) if base_uri else image
 
 
 def parent_uri(uri: str) -> str:
     """The folder of a manifest: `s3://b/x/m.csv` -> `s3://b/x`, `/data/m.csv` -> `/data`."""
     return posixpath.dirname(uri.rstrip("/"))
+
+
+def default_row_id(number: int) -> str:
+    """The id of a row that names none (distinct from plain-number ids users may give)."""
+    return f"row-{number}"
 
 
 def edit_id(spec: EditSpec) -> str:

@@ -21,7 +21,9 @@ from imagic.config import ETA_MAX, EditSpec, parse_params
 from imagic.errors import ImagicError, InvalidParamsError
 
 if TYPE_CHECKING:  # the method pulls in torch and diffusers: import it only to run an edit
+    from imagic.edit import EditOutputs
     from imagic.method import StageProgress
+    from imagic.tracking import TrackingOptions
 
 EXIT_USER_ERROR = 2
 
@@ -140,6 +142,18 @@ def _add_edit_command(commands: Any) -> None:
         default=os.environ.get("IMAGIC_PRECISION", "auto"),
         help="auto|fp32|fp16|bf16",
     )
+    edit.add_argument(
+        "--via-prefect",
+        action="store_true",
+        help="run the edit as the Prefect flow imagic-edit (visible in the Prefect UI of "
+        "PREFECT_API_URL; a temporary local server when unset)",
+    )
+    edit.add_argument(
+        "--placement",
+        choices=["local", "deployments"],
+        default="local",
+        help="with --via-prefect: stages in this process, or as runs of their deployments",
+    )
     edit.set_defaults(handler=_run_edit_command)
 
 
@@ -231,18 +245,21 @@ def _run_edit_command(args: argparse.Namespace) -> int:
         required=args.tracking_required,
         log_weights=args.log_weights,
     )
-    bars = StageProgressBars()
-    try:
-        outputs = run_edit(
-            spec,
-            args.out,
-            store=args.store,
-            tracking=tracking,
-            overwrite=args.overwrite,
-            progress=bars,
-        )
-    finally:
-        bars.close()
+    if args.via_prefect:
+        outputs = _run_edit_via_prefect(spec, args, tracking)
+    else:
+        bars = StageProgressBars()
+        try:
+            outputs = run_edit(
+                spec,
+                args.out,
+                store=args.store,
+                tracking=tracking,
+                overwrite=args.overwrite,
+                progress=bars,
+            )
+        finally:
+            bars.close()
     print(f"wrote {len(outputs.images)} images, grid.png and manifest.json to {outputs.out_dir}")
     for name, result in outputs.stages.items():
         cached = " (cached)" if result.cached else ""
@@ -250,6 +267,27 @@ def _run_edit_command(args: argparse.Namespace) -> int:
     if outputs.mlflow_run_id:
         print(f"MLflow run {outputs.mlflow_run_id} {outputs.mlflow_run_url or ''}".rstrip())
     return 0
+
+
+def _run_edit_via_prefect(
+    spec: EditSpec, args: argparse.Namespace, tracking: TrackingOptions
+) -> EditOutputs:
+    """The one place the library reaches up to `flows`: the CLI is the application's top.
+
+    Imported only when asked for, so `imagic edit` alone never imports Prefect.
+    """
+    from flows.edit import run_edit_via_prefect
+
+    summary, outputs = run_edit_via_prefect(
+        spec,
+        args.out,
+        placement=args.placement,
+        store=args.store,
+        tracking=tracking,
+        overwrite=args.overwrite,
+    )
+    print(f"Prefect flow run finished ({summary.placement} placement)")
+    return outputs
 
 
 def _run_tiny_model_command(args: argparse.Namespace) -> int:

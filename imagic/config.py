@@ -188,9 +188,13 @@ class EditSpec(_Params):
     text: TargetText = Field(description="Target text, e.g. 'a bird spreading its wings'.")
     model: ModelId = Field(description="Local diffusers folder or Hugging Face Hub id.")
     model_revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    optimize: OptimizeParams = Field(default_factory=OptimizeParams)
-    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
-    generate: GenerateParams = Field(default_factory=GenerateParams)
+    optimize: OptimizeParams = Field(
+        default_factory=OptimizeParams, title="Stage A: optimize the embedding"
+    )
+    finetune: FinetuneParams = Field(
+        default_factory=FinetuneParams, title="Stage B: fine-tune the model"
+    )
+    generate: GenerateParams = Field(default_factory=GenerateParams, title="Stage C: generate")
     resolution_fit: ResolutionFit = Field(
         "crop", description="Fit the input to the model resolution by center-crop or white pad."
     )

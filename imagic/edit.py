@@ -180,15 +180,35 @@ def export_edit(
     overwrite: bool = False,
 ) -> EditOutputs:
     """Copy a finished edit's user-facing result out of the store into `out_dir`."""
-    manifest = _export(
-        edit.spec, edit.store, stages, out_dir, overwrite, edit.parent_run_id, edit.tracker
+    return export_stages(
+        edit.spec,
+        edit.store,
+        stages,
+        out_dir,
+        overwrite=overwrite,
+        run_id=edit.parent_run_id,
+        run_url=edit.run_url,
     )
+
+
+def export_stages(
+    spec: EditSpec,
+    store: ArtifactStore,
+    stages: dict[str, StageResult],
+    out_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    run_id: str | None = None,
+    run_url: str | None = None,
+) -> EditOutputs:
+    """Export the committed stages of an edit, wherever they ran (here, or under Prefect)."""
+    manifest = _export(spec, store, stages, out_dir, overwrite, run_id, run_url)
     return EditOutputs(
         out_dir=Path(out_dir).expanduser().absolute(),
         manifest=manifest,
         stages=stages,
-        mlflow_run_id=edit.parent_run_id,
-        mlflow_run_url=edit.run_url,
+        mlflow_run_id=run_id,
+        mlflow_run_url=run_url,
     )
 
 
@@ -199,7 +219,7 @@ def _export(
     out_dir: str | os.PathLike[str],
     overwrite: bool,
     run_id: str | None,
-    tracker: Tracker,
+    run_url: str | None,
 ) -> dict[str, Any]:
     """Copy the input, embeddings, images and grid out of the store (verified) into `out_dir`."""
     manifests = {name: read_manifest(store, result.key) for name, result in stages.items()}
@@ -236,7 +256,7 @@ def _export(
             "finetuned": {"kind": b["kind"], "uri": b["weights_uri"]},
             "images": images,
             "grid": {"file": "grid.png", "rows": "seeds", "columns": "etas"},
-            "mlflow": {"run_id": run_id, "url": tracker.run_url(run_id)},
+            "mlflow": {"run_id": run_id, "url": run_url},
             "files": {name: file_sha256(staging / name) for name in files},
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import SyncPrefectClient, get_client
 
+from tests.conftest import draw_scene
 from tests.integration.servers import (
     FAKE_AWS,
     MlflowServer,
@@ -101,3 +103,19 @@ def prefect_api(prefect_stack: PrefectStack) -> Iterator[PrefectStack]:
     home = Path(prefect_stack.server.env["PREFECT_HOME"])
     with temporary_settings({PREFECT_API_URL: prefect_stack.server.api_url, PREFECT_HOME: home}):
         yield prefect_stack
+
+
+@pytest.fixture
+def prefect_client(prefect_api: PrefectStack) -> SyncPrefectClient:
+    with get_client(sync_client=True) as client:
+        yield client
+
+
+@pytest.fixture
+def input_uri(prefect_api: PrefectStack, tmp_path: Path) -> str:
+    """The scene image in the stack's bucket in the stack's bucket, as a user would upload it."""
+    path = tmp_path / "scene.png"
+    draw_scene().save(path)
+    key = f"inputs/{tmp_path.name}/scene.png"
+    prefect_api.s3.client().upload_file(str(path), "imagic-prefect", key)
+    return f"s3://imagic-prefect/{key}"

@@ -11,126 +11,62 @@ import json
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
 import pytest
-from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterParentFlowRunId,
-)
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.exceptions import PrefectHTTPStatusError
 
 from tests.conftest import draw_scene
 from tests.integration.conftest import PrefectStack
+from tests.integration.prefect_runs import (
+    STAGE_FLOWS,
+    STAGE_NAMES,
+    artifacts_of,
+    child_runs,
+    flow_names,
+    small_spec,
+    trigger,
+    wait_final,
+)
 
 pytestmark = pytest.mark.slow
 
-STAGE_NAMES = ("optimize", "finetune", "generate")
-STAGE_FLOWS = [f"imagic-{stage}" for stage in STAGE_NAMES]
-
-
-def small_spec(image: str, model: Path, text: str = "a red circle", **overrides: Any) -> dict:
-    spec = {
-        "image": image,
-        "text": text,
-        "model": str(model),
-        "optimize": {"steps": 4},
-        "finetune": {"steps": 4},
-        "generate": {"num_inference_steps": 2, "etas": [0.0, 0.7], "seeds": [0]},
-        "device": "cpu",
-    }
-    return {**spec, **overrides}
-
-
-@pytest.fixture
-def client(prefect_api: PrefectStack) -> SyncPrefectClient:
-    with get_client(sync_client=True) as client:
-        yield client
-
-
-@pytest.fixture
-def input_uri(prefect_api: PrefectStack, tmp_path: Path) -> str:
-    """The input image in the stack's bucket, as a user would upload it."""
-    path = tmp_path / "scene.png"
-    draw_scene().save(path)
-    key = f"inputs/{tmp_path.name}/scene.png"
-    prefect_api.s3.client().upload_file(str(path), "imagic-prefect", key)
-    return f"s3://imagic-prefect/{key}"
-
-
-def trigger(client: SyncPrefectClient, deployment: str, parameters: dict) -> FlowRun:
-    """What the UI's "Run" button does: a flow run of the deployment with these parameters."""
-    found = client.read_deployment_by_name(deployment)
-    return client.create_flow_run_from_deployment(found.id, parameters=parameters)
-
-
-def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 420) -> FlowRun:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(1)
-    raise TimeoutError(f"flow run {run_id} did not finish in {timeout} s")
-
-
-def child_runs(client: SyncPrefectClient, parent: UUID) -> list[FlowRun]:
-    runs = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])
-        )
-    )
-    return sorted(runs, key=lambda run: run.start_time or run.expected_start_time)
-
-
-def flow_names(client: SyncPrefectClient, runs: list[FlowRun]) -> list[str]:
-    return [client.read_flow(run.flow_id).name for run in runs]
-
-
-def artifacts_of(client: SyncPrefectClient, run_id: UUID) -> dict[str, Any]:
-    found = client.read_artifacts(
-        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-    )
-    return {artifact.type: artifact for artifact in found}
-
 
 def test_deploy_registers_every_deployment_with_typed_parameters_and_the_batch_schedule(
-    client: SyncPrefectClient,
+    prefect_client: SyncPrefectClient,
 ):
-    edit = client.read_deployment_by_name("imagic-edit/imagic-edit")
+    edit = prefect_client.read_deployment_by_name("imagic-edit/imagic-edit")
     schema = edit.parameter_openapi_schema
     spec_fields = schema["definitions"]["EditSpec"]["properties"]
     assert {"image", "text", "model", "optimize", "finetune", "generate"} <= set(spec_fields)
     assert "Target text" in spec_fields["text"]["description"]  # the form shows descriptions
     assert schema["properties"]["placement"]["enum"] == ["local", "deployments"]
     for stage in ("optimize", "finetune", "generate"):
-        deployment = client.read_deployment_by_name(f"imagic-{stage}/{stage}")
+        deployment = prefect_client.read_deployment_by_name(f"imagic-{stage}/{stage}")
         assert deployment.work_pool_name == "imagic-gpu"
         assert deployment.job_variables["gpu_limit"] == 1
-    batch = client.read_deployment_by_name("imagic-batch-edit/batch-edit")
+    batch = prefect_client.read_deployment_by_name("imagic-batch-edit/batch-edit")
     assert batch.work_pool_name == "imagic-cpu"
     assert [schedule.schedule.cron for schedule in batch.schedules] == ["0 2 * * *"]
 
 
 def test_ui_triggered_edit_runs_three_stage_runs_in_order_with_artifacts(
-    client: SyncPrefectClient, prefect_api: PrefectStack, input_uri: str, tiny_model_dir: Path
+    prefect_client: SyncPrefectClient,
+    prefect_api: PrefectStack,
+    input_uri: str,
+    tiny_model_dir: Path,
 ):
     run = trigger(
-        client, "imagic-edit/imagic-edit", {"spec": small_spec(input_uri, tiny_model_dir)}
+        prefect_client, "imagic-edit/imagic-edit", {"spec": small_spec(input_uri, tiny_model_dir)}
     )
-    run = wait_final(client, run.id)
+    run = wait_final(prefect_client, run.id)
     assert run.state.is_completed(), run.state.message
 
-    children = child_runs(client, run.id)
-    assert flow_names(client, children) == STAGE_FLOWS
+    children = child_runs(prefect_client, run.id)
+    assert flow_names(prefect_client, children) == STAGE_FLOWS
     assert all(child.state.is_completed() for child in children)
 
-    artifacts = artifacts_of(client, run.id)
+    artifacts = artifacts_of(prefect_client, run.id)
     summary = artifacts["markdown"].data
     mlflow_url = prefect_api.mlflow.tracking_uri
     assert f"]({mlflow_url}/#/experiments/" in summary  # links the MLflow run
@@ -143,29 +79,33 @@ def test_ui_triggered_edit_runs_three_stage_runs_in_order_with_artifacts(
 
 
 def test_placement_deployments_runs_each_stage_as_its_own_deployment_and_reruns_are_cached(
-    client: SyncPrefectClient, input_uri: str, tiny_model_dir: Path
+    prefect_client: SyncPrefectClient, input_uri: str, tiny_model_dir: Path
 ):
     parameters = {
         "spec": small_spec(input_uri, tiny_model_dir, text="a red square on the right"),
         "placement": "deployments",
     }
-    first = wait_final(client, trigger(client, "imagic-edit/imagic-edit", parameters).id)
+    first = wait_final(
+        prefect_client, trigger(prefect_client, "imagic-edit/imagic-edit", parameters).id
+    )
     assert first.state.is_completed(), first.state.message
-    children = child_runs(client, first.id)
-    assert flow_names(client, children) == STAGE_FLOWS
+    children = child_runs(prefect_client, first.id)
+    assert flow_names(prefect_client, children) == STAGE_FLOWS
     stage_deployments = {
-        client.read_deployment_by_name(f"imagic-{stage}/{stage}").id for stage in STAGE_NAMES
+        prefect_client.read_deployment_by_name(f"imagic-{stage}/{stage}").id
+        for stage in STAGE_NAMES
     }
     assert {child.deployment_id for child in children} == stage_deployments
-    assert "| optimize |" in artifacts_of(client, first.id)["markdown"].data
-    assert "| no |" in artifacts_of(client, first.id)["markdown"].data
+    assert stage_rows(artifacts_of(prefect_client, first.id)["markdown"].data) == {
+        stage: "no" for stage in STAGE_NAMES
+    }
 
-    again = wait_final(client, trigger(client, "imagic-edit/imagic-edit", parameters).id)
+    again = trigger(prefect_client, "imagic-edit/imagic-edit", parameters)
+    again = wait_final(prefect_client, again.id)
     assert again.state.is_completed(), again.state.message
-    summary = artifacts_of(client, again.id)["markdown"].data
-    cached = [line for line in summary.splitlines() if line.startswith("| ") and "`" in line]
-    stage_lines = [line for line in cached if line.split("|")[1].strip() in STAGE_NAMES]
-    assert len(stage_lines) == 3 and all("| yes |" in line for line in stage_lines)
+    assert stage_rows(artifacts_of(prefect_client, again.id)["markdown"].data) == {
+        stage: "yes" for stage in STAGE_NAMES
+    }
 
 
 @pytest.mark.parametrize(
@@ -178,13 +118,89 @@ def test_placement_deployments_runs_each_stage_as_its_own_deployment_and_reruns_
     ],
 )
 def test_invalid_parameters_are_refused_per_field_and_no_run_starts(
-    client: SyncPrefectClient, tiny_model_dir: Path, change: dict, field: str
+    prefect_client: SyncPrefectClient, tiny_model_dir: Path, change: dict, field: str
 ):
-    deployment = client.read_deployment_by_name("imagic-edit/imagic-edit")
-    before = len(client.read_flow_runs())
+    deployment = prefect_client.read_deployment_by_name("imagic-edit/imagic-edit")
+    before = len(prefect_client.read_flow_runs())
     spec = small_spec("s3://imagic-prefect/none.png", tiny_model_dir, **change)
     with pytest.raises(PrefectHTTPStatusError) as info:
-        client.create_flow_run_from_deployment(deployment.id, parameters={"spec": spec})
+        prefect_client.create_flow_run_from_deployment(deployment.id, parameters={"spec": spec})
     assert info.value.response.status_code == 409
     assert f"Validation failed for field '{field}'" in info.value.response.json()["detail"]
-    assert len(client.read_flow_runs()) == before
+    assert len(prefect_client.read_flow_runs()) == before
+
+
+def test_placement_deployments_without_stage_deployments_fails_before_any_work(
+    prefect_api: PrefectStack,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+):
+    from flows import edit as edit_flow
+    from flows.edit import StageDeploymentMissingError, imagic_edit
+    from imagic.config import EditSpec
+
+    missing = {**edit_flow.STAGE_DEPLOYMENTS, "finetune": "imagic-finetune/not-deployed"}
+    monkeypatch.setattr(edit_flow, "STAGE_DEPLOYMENTS", missing)
+    image = tmp_path / "scene.png"
+    draw_scene().save(image)
+    store = tmp_path / "store"
+    spec = EditSpec.model_validate(small_spec(str(image), tiny_model_dir))
+
+    with pytest.raises(StageDeploymentMissingError) as info:
+        imagic_edit(spec, placement="deployments", store=str(store))
+    message = str(info.value)
+    assert "imagic-finetune/not-deployed do not exist" in message
+    assert prefect_api.server.api_url in message
+    assert "`prefect deploy --name not-deployed`" in message
+    assert not store.exists() or not any(store.rglob("manifest.json"))  # no stage ran
+
+
+def test_worker_killed_during_stage_b_then_rerun_resumes_from_stage_a(
+    prefect_client: SyncPrefectClient,
+    prefect_api: PrefectStack,
+    input_uri: str,
+    tiny_model_dir: Path,
+):
+    spec = small_spec(input_uri, tiny_model_dir, text="a red star", finetune={"steps": 300})
+    run = trigger(prefect_client, "imagic-edit/imagic-edit", {"spec": spec})
+    wait_for_stage_running(prefect_client, run.id, "imagic-finetune")
+    worker = prefect_api.workers["imagic-cpu"]
+    worker.kill()  # the node is lost mid-fine-tune: worker and flow-run process die at once
+    try:
+        assert not prefect_client.read_flow_run(run.id).state.is_completed()
+    finally:
+        worker.start()
+
+    rerun = wait_final(
+        prefect_client, trigger(prefect_client, "imagic-edit/imagic-edit", {"spec": spec}).id
+    )
+    assert rerun.state.is_completed(), rerun.state.message
+    rows = stage_rows(artifacts_of(prefect_client, rerun.id)["markdown"].data)
+    assert rows == {"optimize": "yes", "finetune": "no", "generate": "no"}
+
+
+def wait_for_stage_running(client: SyncPrefectClient, parent, flow_name: str, timeout=240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = child_runs(client, parent)
+        running = [
+            child
+            for child, name in zip(children, flow_names(client, children), strict=True)
+            if name == flow_name and child.state is not None and child.state.is_running()
+        ]
+        if running:
+            time.sleep(2)  # well inside the stage's training loop
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{flow_name} never ran under flow run {parent}")
+
+
+def stage_rows(summary_markdown: str) -> dict[str, str]:
+    """{stage: cached yes/no} from the edit's summary artifact."""
+    rows = {}
+    for line in summary_markdown.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells and cells[0] in STAGE_NAMES and len(cells) >= 3:
+            rows[cells[0]] = cells[2]
+    return rows
