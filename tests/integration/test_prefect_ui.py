@@ -70,8 +70,8 @@ def test_run_form_shows_the_edit_spec_fields_and_the_run_shows_its_artifacts(
 
     fields = [field_name(label) for label in labels(shots.form_dom)]
     assert {"spec", "image", "text", "model"} <= set(fields), fields
-    for stage in ("optimize", "finetune", "generate"):  # "Optimize" (v1) or "OptimizeParams"
-        assert any(field.startswith(stage) for field in fields), (stage, fields)
+    for section in ("stage a: optimize", "stage b: fine-tune", "stage c: generate"):
+        assert any(field.startswith(section) for field in fields), (section, fields)
     assert {"steps", "etas", "seeds", "num inference steps"} <= set(fields), fields
     text = " ".join(page_text(shots.form_dom)).lower()
     assert "target text, e.g." in text  # the EditSpec field descriptions are shown
