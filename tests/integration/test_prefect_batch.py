@@ -37,40 +37,41 @@ def test_batch_runs_the_good_rows_reports_the_bad_one_and_a_rerun_skips_finished
     upload(prefect_api, f"{folder}/{image_name}", prefect_api.s3.client().get_object(
         Bucket=BUCKET, Key=input_uri.removeprefix(f"s3://{BUCKET}/"))["Body"].read())  # fmt: skip
     manifest = (
-        f"image,text,{SMALL}\n"
-        f"{image_name},a red circle on the left,3,3,2,0.5,0\n"  # relative to the manifest
-        f"{input_uri},a blue square,3,3,2,0.5 0.8,0\n"
-        f"missing.png,a green star,3,3,2,0.5,0\n"
+        f"image,text,model,{SMALL}\n"
+        f"{image_name},a red circle on the left,,3,3,2,0.5,0\n"  # relative to the manifest
+        f"{input_uri},a blue square,,3,3,2,0.5 0.8,0\n"
+        f"{input_uri},a red star,/no/such/model,3,3,2,0.5,0\n"  # valid, fails in stage A
+        "missing.png,a green star,,3,3,2,0.5,0\n"  # invalid: reported before any work
     )
     manifest_uri = upload(prefect_api, f"{folder}/edits.csv", manifest.encode())
     parameters = {"manifest_uri": manifest_uri, "model": str(tiny_model_dir)}
 
-    run = wait_final(
-        prefect_client, trigger(prefect_client, "imagic-batch-edit/batch-edit", parameters).id
-    )
-    assert run.state.is_failed()  # one row was bad: the run says so...
-    assert "1 of 3 edits failed or were invalid" in run.state.message
+    run = trigger(prefect_client, "imagic-batch-edit/batch-edit", parameters)
+    run = wait_final(prefect_client, run.id)
+    assert run.state.is_failed()  # rows failed: the run says so...
+    assert "2 of 4 edits failed or were invalid" in run.state.message
 
     # ...and the others finished
     summary = read_json(prefect_api, f"{folder}/edits.csv.summary.json")
     statuses = [(row["row"], row["status"]) for row in summary["rows"]]
-    assert statuses == [(1, "done"), (2, "done"), (3, "invalid")]
-    assert "missing.png" in summary["rows"][2]["error"]
-    assert "does not exist" in summary["rows"][2]["error"]
+    assert statuses == [(1, "done"), (2, "done"), (3, "failed"), (4, "invalid")]
+    assert "/no/such/model" in summary["rows"][2]["error"]
+    assert "missing.png" in summary["rows"][3]["error"]
+    assert "does not exist" in summary["rows"][3]["error"]
     assert all(row["grid_uri"].startswith(prefect_api.store) for row in summary["rows"][:2])
     edits = child_runs(prefect_client, run.id)
-    assert len(edits) == 2 and all(edit.state.is_completed() for edit in edits)
+    assert [edit.state.is_completed() for edit in edits].count(True) == 2
     table = json.loads(artifacts_of(prefect_client, run.id)["table"].data)
-    assert [row["status"] for row in table] == ["done", "done", "invalid"]
+    assert [row["status"] for row in table] == ["done", "done", "failed", "invalid"]
     limit = prefect_client.read_global_concurrency_limit_by_name("tag:gpu")
     assert limit.limit >= 1  # GPU stages are bounded by a Prefect concurrency limit
 
-    rerun = wait_final(
-        prefect_client, trigger(prefect_client, "imagic-batch-edit/batch-edit", parameters).id
-    )
+    rerun = trigger(prefect_client, "imagic-batch-edit/batch-edit", parameters)
+    rerun = wait_final(prefect_client, rerun.id)
     summary = read_json(prefect_api, f"{folder}/edits.csv.summary.json")
-    assert [row["status"] for row in summary["rows"]] == ["skipped", "skipped", "invalid"]
-    assert child_runs(prefect_client, rerun.id) == []  # no edit ran again
+    statuses = [row["status"] for row in summary["rows"]]
+    assert statuses == ["skipped", "skipped", "failed", "invalid"]
+    assert len(child_runs(prefect_client, rerun.id)) == 1  # only the failed edit ran again
 
 
 @pytest.mark.parametrize(

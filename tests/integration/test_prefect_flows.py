@@ -8,12 +8,15 @@ their order, the artifacts, the store and the MLflow server.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.exceptions import PrefectHTTPStatusError
 
 from tests.conftest import draw_scene
@@ -28,6 +31,7 @@ from tests.integration.prefect_runs import (
     trigger,
     wait_final,
 )
+from tests.integration.servers import BIN
 
 pytestmark = pytest.mark.slow
 
@@ -204,3 +208,38 @@ def stage_rows(summary_markdown: str) -> dict[str, str]:
         if cells and cells[0] in STAGE_NAMES and len(cells) >= 3:
             rows[cells[0]] = cells[2]
     return rows
+
+
+def test_imagic_edit_via_prefect_runs_the_edit_flow_on_the_server_and_writes_out(
+    prefect_client: SyncPrefectClient, prefect_api: PrefectStack, tiny_model_dir: Path, tmp_path
+):
+    image = tmp_path / "scene.png"
+    draw_scene().save(image)
+    text = f"a red circle via prefect {tmp_path.name}"
+    command = [
+        str(BIN / "imagic"), "edit", "--image", str(image), "--text", text,
+        "--model", str(tiny_model_dir), "--steps-a", "3", "--steps-b", "3", "--steps-c", "2",
+        "--eta", "0.5", "--seeds", "0", "--store", str(tmp_path / "store"), "--no-tracking",
+    ]  # fmt: skip
+    env = {**os.environ, **prefect_api.server.env}
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("earlier result")
+    refused = subprocess.run(
+        [*command, "--out", str(taken), "--via-prefect"], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "--out" in refused.stderr and (taken / "keep.txt").read_text() == "earlier result"
+
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [*command, "--out", str(out), "--via-prefect"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"grid.png", "manifest.json", "input.png"} <= {path.name for path in out.iterdir()}
+    runs = prefect_client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"edit: {text}"]))
+    )
+    assert len(runs) == 1 and runs[0].state.is_completed()  # only the second command ran it
+    assert flow_names(prefect_client, child_runs(prefect_client, runs[0].id)) == STAGE_FLOWS
