@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import imagic
 from imagic.config import EditSpec
@@ -78,11 +79,23 @@ class EditRun:
     parent_run_id: str | None
 
     def _common(self) -> dict[str, Any]:
+        """What every stage request shares. The store and the MLflow server are resolved
+        here, so a stage that runs elsewhere (a container, another pool) needs neither
+        IMAGIC_STORE nor MLFLOW_TRACKING_URI to log to the same places."""
+        tracking, resolved = self.tracking, self.tracker.tracking_uri
+        # A URI with a password stays in the environment: requests are visible in Prefect.
+        if (
+            tracking.enabled
+            and tracking.tracking_uri is None
+            and resolved
+            and urlparse(resolved).password is None
+        ):
+            tracking = tracking.model_copy(update={"tracking_uri": resolved})
         return {
             "store": self.store.uri,
             "device": self.spec.device,
             "precision": self.spec.precision,
-            "tracking": self.tracking,
+            "tracking": tracking,
             "parent_run_id": self.parent_run_id,
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from imagic.method import ProgressCallback
 from imagic.stages import GenerateRequest as Request
@@ -16,7 +17,12 @@ def run(request: Request, progress: ProgressCallback = log_progress) -> Result:
     return run_generate(request, progress)
 
 
-__all__ = ["Request", "Result", "run"]
+def main(argv: Sequence[str] | None = None) -> int:
+    """The step's command line (`python -m steps.generate` or `python -m steps generate`)."""
+    return step_main("generate", Request, run, argv)
+
+
+__all__ = ["Request", "Result", "main", "run"]
 
 if __name__ == "__main__":
-    sys.exit(step_main("generate", Request, run))
+    sys.exit(main())
