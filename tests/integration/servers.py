@@ -1,7 +1,9 @@
 """Real servers for integration tests, started on 127.0.0.1 with free ports, stopped by PID.
 
 No mocks: a moto S3 server (the same HTTP API as AWS S3 and MinIO) and a real `mlflow server`
-with a sqlite backend whose artifacts are proxied into a bucket on that moto server.
+with a sqlite backend whose artifacts are proxied into a bucket on that moto server. The
+`mlflow server` and `prefect server start` command lines are read from infra/compose.yaml
+(`stack_commands`): the tests run the servers with the flags the Compose stack runs them with.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.integration.stack_commands import service_command
 
 BIN = Path(sys.executable).parent
 FAKE_AWS = {
@@ -105,18 +109,25 @@ class MlflowServer:
     artifact_bucket: str
 
 
+def native_mlflow_values(log_dir: Path, port: int, bucket: str) -> dict[str, str]:
+    """What differs from infra/compose.yaml's `mlflow` command when it runs here."""
+    return {
+        "IMAGIC_MLFLOW_BACKEND_STORE_URI": f"sqlite:///{log_dir / 'mlflow.db'}",
+        "IMAGIC_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/",
+        "IMAGIC_MLFLOW_HOST": "127.0.0.1",
+        "IMAGIC_MLFLOW_PORT": str(port),
+        "IMAGIC_MLFLOW_WORKERS": "1",  # a 2-core machine
+    }
+
+
 @contextmanager
 def mlflow_server(log_dir: Path, s3: S3Server) -> Iterator[MlflowServer]:
-    """`mlflow server`, sqlite backend, artifacts proxied to s3://<bucket>/ on the moto server."""
+    """`mlflow server` as infra/compose.yaml starts it, but with a sqlite backend and its
+    artifacts proxied to s3://<bucket>/ on the moto server."""
     bucket = s3.create_bucket("mlflow-artifacts")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        str(BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{log_dir / 'mlflow.db'}",
-        "--artifacts-destination", f"s3://{bucket}/",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+    command = service_command("mlflow", native_mlflow_values(log_dir, port, bucket), bin_dir=BIN)
     env = {**FAKE_AWS, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url}
     with running(command, f"{url}/health", env, log_dir / "mlflow.log"):
         yield MlflowServer(url, bucket)
@@ -144,8 +155,14 @@ class PrefectServer:
         return result
 
 
+def native_prefect_values(port: int) -> dict[str, str]:
+    """What differs from infra/compose.yaml's `prefect-server` command when it runs here."""
+    return {"IMAGIC_PREFECT_HOST": "127.0.0.1", "IMAGIC_PREFECT_PORT": str(port)}
+
+
 @contextmanager
 def prefect_server(home: Path) -> Iterator[PrefectServer]:
+    """`prefect server start` as infra/compose.yaml starts it, on 127.0.0.1 with sqlite."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -155,7 +172,7 @@ def prefect_server(home: Path) -> Iterator[PrefectServer]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
     }
-    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    command = service_command("prefect-server", native_prefect_values(port), bin_dir=BIN)
     with running(command, f"{url}/api/health", env, home / "server.log"):
         yield PrefectServer(url, env)
 
