@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterName,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.exceptions import PrefectHTTPStatusError
 
 from tests.conftest import draw_scene
@@ -69,6 +74,12 @@ def test_ui_triggered_edit_runs_three_stage_runs_in_order_with_artifacts(
     children = child_runs(prefect_client, run.id)
     assert flow_names(prefect_client, children) == STAGE_FLOWS
     assert all(child.state.is_completed() for child in children)
+    logs = prefect_client.read_logs(
+        LogFilter(flow_run_id=LogFilterFlowRunId(any_=[child.id for child in children]))
+    )
+    messages = [log.message for log in logs]
+    for stage in ("optimize step 4/4 loss=", "finetune step 4/4 loss="):  # progress and losses
+        assert any(message.startswith(stage) for message in messages), messages
 
     artifacts = artifacts_of(prefect_client, run.id)
     summary = artifacts["markdown"].data
