@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_edit_command(commands)
     _add_tiny_model_command(commands)
+    _add_toy_command(commands)
     return parser
 
 
@@ -168,6 +169,50 @@ def _add_tiny_model_command(commands: Any) -> None:
     tiny.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     tiny.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     tiny.set_defaults(handler=_run_tiny_model_command)
+
+
+def _add_toy_command(commands: Any) -> None:
+    """`imagic toy COMMAND`: the toy world's own text-to-image model (issue 5)."""
+    from imagic.toyworld.config import ToyTrainParams  # pydantic only; no torch
+
+    defaults = {name: field.default for name, field in ToyTrainParams.model_fields.items()}
+    toy = commands.add_parser(
+        "toy",
+        help="the toy world's own small text-to-image model",
+        description="Train the small text-to-image model of the procedural toy world.",
+    )
+    toy_commands = toy.add_subparsers(dest="toy_command", required=True, metavar="COMMAND")
+    train = toy_commands.add_parser(
+        "train",
+        help="train the toy model from scratch (resumable)",
+        description="Phase a trains the VAE on rendered scenes, phase b the text encoder and "
+        "UNet on (caption, latent) pairs. Checkpoints go to OUT/checkpoints; rerunning the same "
+        "command resumes from the newest. Writes OUT/losses.json, OUT/grid.png and the fp16 "
+        "diffusers pipeline OUT/model (with checksums.json).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument("--out", required=True, help="training folder (new, empty or resumable)")
+    for flag, name, kind, text in (
+        ("--vae-steps", "vae_steps", int, "phase a (VAE) steps"),
+        ("--unet-steps", "unet_steps", int, "phase b (text encoder + UNet) steps"),
+        ("--batch-size", "batch_size", int, "scenes per step"),
+        ("--seed", "seed", int, "seed of weights, data, noise and timesteps"),
+        ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints and grids"),
+        ("--grid-size", "grid_size", int, "held-out captions per sample grid"),
+        ("--sample-steps", "sample_steps", int, "DDIM steps of the sample grids"),
+    ):
+        train.add_argument(flag, dest=name, type=kind, default=defaults[name], help=text)
+    train.add_argument(
+        "--device", default=os.environ.get("IMAGIC_DEVICE", "auto"), help="auto|cpu|mps|cuda[:N]"
+    )
+    train.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16")
+    train.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from OUT's newest checkpoint; --no-resume starts OUT over",
+    )
+    train.set_defaults(handler=_run_toy_train_command)
 
 
 def spec_from_args(args: argparse.Namespace) -> EditSpec:
@@ -297,6 +342,32 @@ def _run_tiny_model_command(args: argparse.Namespace) -> int:
     with staged_output_dir(args.out, overwrite=args.overwrite) as staging:
         save_tiny_pipeline(staging, args.prediction_type, args.seed)
     print(f"wrote a tiny random {args.prediction_type} Stable Diffusion pipeline to {args.out}")
+    return 0
+
+
+def _run_toy_train_command(args: argparse.Namespace) -> int:
+    from imagic.toyworld.config import TRAIN_FLAGS, ToyTrainParams
+
+    data = {
+        name: getattr(args, name)
+        for name in (
+            "out", "vae_steps", "unet_steps", "batch_size", "seed", "checkpoint_every",
+            "grid_size", "sample_steps", "device", "precision", "resume",
+        )
+    }  # fmt: skip
+    params = parse_params(ToyTrainParams, data, flags=TRAIN_FLAGS)  # before torch is imported
+    from imagic.toyworld.folder import prepare_training_folder
+
+    prepare_training_folder(params)  # a bad --out is refused before torch is imported
+    from diffusers.utils.logging import disable_progress_bar
+    from transformers.utils.logging import disable_progress_bar as disable_transformers_bars
+
+    from imagic.toyworld.train import train_toy_model
+
+    disable_progress_bar()  # library bars (loading, "Writing model shards"); ours follow
+    disable_transformers_bars()
+    result = train_toy_model(params)
+    print(f"wrote the toy model to {result.model_dir}, its sample grid to {result.grid}")
     return 0
 
 

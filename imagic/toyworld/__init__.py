@@ -6,4 +6,10 @@ English with paraphrases, and applies edits (colour, shape, size, position, pose
 the expected edited image: the ground truth a quality benchmark scores a model against.
 `imagic.toyworld.vocabulary` lists every attribute value and caption word, and
 `imagic.toyworld.drawing` the pixel geometry. Pure Python with Pillow and numpy; no torch.
+
+The toy world's own text-to-image model: `tokenizer` (one CLIP token per caption word, and
+`unknown_words`), `config` (architecture and training parameters), `model` (the small Stable
+Diffusion pipeline), `train` (`imagic toy train`: resumable two-phase training), `folder` (the
+training folder's layout and checks) and `checksums` (sha256 of a saved model). Only `model`
+and `train` import torch at import time.
 """

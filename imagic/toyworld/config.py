@@ -1,0 +1,174 @@
+"""What the toy model is (`ToyModelConfig`) and how it is trained (`ToyTrainParams`).
+
+Pydantic models, like `imagic.config`, so the CLI's flags, a checkpoint's stored recipe and a
+later training request are validated by one definition and every bad value is reported with
+its flag. No torch here: the CLI reads the defaults from these models when it builds its
+parser, and a bad flag is refused before torch is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from imagic.config import MAX_SEED, DeviceName, PositiveFloat, PositiveInt, Precision
+from imagic.toyworld.scenes import DEFAULT_SIZE
+from imagic.toyworld.tokenizer import MODEL_MAX_LENGTH
+
+EVAL_SEED_START = 10**9
+"""Scene seeds at or above this are never trained on: the evaluation range (sample grids, the
+quality benchmark). Training draws its scene seeds from [0, EVAL_SEED_START)."""
+
+UnitInterval = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Frozen(BaseModel):
+    """Unknown fields are refused: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToyModelConfig(_Frozen):
+    """The toy model's architecture. Defaults are the shipped model's; tests may shrink them.
+
+    Stored in every training folder, so a checkpoint is never loaded into a model of another
+    shape.
+    """
+
+    image_size: int = Field(DEFAULT_SIZE, ge=32, description="Image side in pixels.")
+    max_length: int = Field(
+        MODEL_MAX_LENGTH, ge=8, description="Tokens per prompt (start/end included)."
+    )
+    text_hidden_size: int = Field(128, gt=0, description="Text encoder width = cross-attn dim.")
+    text_layers: int = Field(3, gt=0, description="Text encoder transformer layers.")
+    text_heads: int = Field(4, gt=0, description="Text encoder attention heads.")
+    text_intermediate_size: int = Field(512, gt=0, description="Text encoder MLP width.")
+    vae_channels: tuple[int, ...] = Field(
+        (32, 64, 64), min_length=1, description="VAE block widths; n blocks downsample 2**(n-1)."
+    )
+    vae_layers_per_block: int = Field(1, gt=0)
+    latent_channels: int = Field(4, gt=0)
+    unet_channels: tuple[int, ...] = Field(
+        (32, 64, 96), min_length=1, description="UNet block widths."
+    )
+    unet_layers_per_block: int = Field(1, gt=0)
+    unet_attention_head_dim: int = Field(16, gt=0, description="Channels per attention head.")
+    norm_num_groups: int = Field(16, gt=0, description="GroupNorm groups (divides all widths).")
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Self:
+        """Refuse shapes diffusers would only reject deep inside a forward pass."""
+        factor = 2 ** (len(self.vae_channels) - 1)
+        if self.image_size % factor:
+            raise ValueError(f"image_size {self.image_size} is not divisible by {factor}")
+        if self.latent_size % 2 ** (len(self.unet_channels) - 1):
+            raise ValueError(
+                f"latent size {self.latent_size} does not halve {len(self.unet_channels) - 1} "
+                "times; use fewer unet_channels"
+            )
+        for width in (*self.vae_channels, *self.unet_channels):
+            if width % self.norm_num_groups:
+                raise ValueError(f"width {width} is not a multiple of {self.norm_num_groups}")
+        for width in self.unet_channels:
+            if width % self.unet_attention_head_dim:
+                raise ValueError(
+                    f"UNet width {width} is not a multiple of the attention head dim "
+                    f"{self.unet_attention_head_dim}"
+                )
+        if self.text_hidden_size % self.text_heads:
+            raise ValueError("text_hidden_size must be a multiple of text_heads")
+        return self
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the latent grid: the image side over the VAE's downsampling factor."""
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
+
+class ToyTrainParams(_Frozen):
+    """One `imagic toy train` run: where, how long, and the recipe.
+
+    The recipe (`RECIPE_FIELDS`: seed, batch size, learning rates, model, ...) is fixed when a
+    training folder is created; resuming with a different recipe is refused, because the result
+    would match neither recipe. Step counts, the checkpoint interval, the device and the sample
+    grid's settings may change between runs of one folder.
+    """
+
+    out: str = Field(description="Training folder: checkpoints, samples, losses.json, model/.")
+    vae_steps: PositiveInt = Field(4000, description="Phase a: VAE optimizer steps.")
+    unet_steps: PositiveInt = Field(40000, description="Phase b: text encoder + UNet steps.")
+    batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (both phases).")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
+        0, description="Seed of the initial weights, the scenes, captions, noise and timesteps."
+    )
+    checkpoint_every: PositiveInt = Field(
+        1000, description="Steps between checkpoints (and sample grids); each phase's end too."
+    )
+    device: DeviceName = Field("auto", description="auto (cuda if available), cpu, mps, cuda:N.")
+    precision: Precision = Field(
+        "auto", description="auto: bf16/fp16 autocast on CUDA, fp32 elsewhere."
+    )
+    resume: bool = Field(
+        True, description="Continue from the folder's last checkpoint; False starts over."
+    )
+    keep_checkpoints: PositiveInt = Field(2, description="Newest checkpoints kept on disk.")
+    grid_size: PositiveInt = Field(8, description="Held-out captions in each sample grid.")
+    sample_steps: PositiveInt = Field(25, description="DDIM steps of the sample grids.")
+    guidance_scale: Annotated[float, Field(ge=0)] = Field(
+        4.0, description="Classifier-free guidance of the sample grids."
+    )
+    vae_learning_rate: PositiveFloat = Field(1e-3, description="Phase a AdamW learning rate.")
+    unet_learning_rate: PositiveFloat = Field(3e-4, description="Phase b AdamW learning rate.")
+    warmup_steps: Annotated[int, Field(ge=0)] = Field(
+        200, description="Linear learning-rate warm-up at the start of each phase."
+    )
+    weight_decay: Annotated[float, Field(ge=0)] = Field(1e-2, description="AdamW weight decay.")
+    max_grad_norm: PositiveFloat = Field(1.0, description="Gradient clipping norm.")
+    kl_weight: Annotated[float, Field(ge=0)] = Field(
+        1e-6, description="Phase a: weight of the KL term (summed per image) next to the MSE."
+    )
+    caption_dropout: UnitInterval = Field(
+        0.1, description="Phase b: share of empty captions, so classifier-free guidance works."
+    )
+    ema_decay: UnitInterval = Field(
+        0.999, description="Phase b: EMA of the text encoder and UNet (what is saved)."
+    )
+    model: ToyModelConfig = Field(default_factory=ToyModelConfig)
+
+
+RECIPE_FIELDS: tuple[str, ...] = (
+    "batch_size",
+    "seed",
+    "vae_learning_rate",
+    "unet_learning_rate",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "kl_weight",
+    "caption_dropout",
+    "ema_decay",
+    "model",
+)
+"""Fields that must stay the same for a training folder's whole life (see ToyTrainParams)."""
+
+TRAIN_FLAGS: dict[str, str] = {
+    "out": "--out",
+    "vae_steps": "--vae-steps",
+    "unet_steps": "--unet-steps",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "checkpoint_every": "--checkpoint-every",
+    "grid_size": "--grid-size",
+    "sample_steps": "--sample-steps",
+    "device": "--device",
+    "precision": "--precision",
+    "resume": "--resume/--no-resume",
+}
+"""The `imagic toy train` flag of each field, so errors name what the user typed."""
+
+
+def field_label(field: str) -> str:
+    """`batch_size (--batch-size)`, or the bare field name when it has no flag."""
+    return f"{field} ({TRAIN_FLAGS[field]})" if field in TRAIN_FLAGS else field

@@ -1,0 +1,131 @@
+"""The training folder of `imagic toy train`: its layout, its checks, atomic writes.
+
+Separate from `imagic.toyworld.train` so the CLI can refuse a bad `--out` (a file, an
+unwritable folder, someone else's non-empty folder, another recipe's training folder) before
+torch is imported, in well under a second.
+
+Layout (`--out`):
+
+    train_config.json       the latest run's parameters; marks the folder as resumable
+    checkpoints/            vae-0001000.pt, unet-0002000.pt ... (the newest `keep_checkpoints`)
+    samples/                a grid per checkpoint: VAE reconstructions, then text-to-image
+    losses.json             per phase, one entry per step
+    grid.png                held-out captions, their true scene and a sample of the final model
+    model/                  the diffusers pipeline, fp16 safetensors, with checksums.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from imagic.errors import InvalidParamsError, OutputDirError
+from imagic.toyworld.config import RECIPE_FIELDS, ToyTrainParams, field_label
+
+CONFIG_FILE = "train_config.json"
+CHECKPOINT_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+LOSSES_FILE = "losses.json"
+GRID_FILE = "grid.png"
+MODEL_DIR = "model"
+PHASES = ("vae", "unet")
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary sibling and rename, so `path` is always old-complete or new."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        with temporary.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomically(path, lambda target: target.write_text(json.dumps(data, indent=1) + "\n"))
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def prepare_training_folder(params: ToyTrainParams) -> Path:
+    """Check `--out` before any work and mark it as a training folder; return its path.
+
+    A new or empty folder starts a run; a folder holding `train_config.json` is a training
+    folder and is resumed (or, with resume off, started over: its earlier checkpoints,
+    samples and model are removed). Anything else is refused, never overwritten.
+    """
+    out = Path(params.out).expanduser().absolute()
+    existing = _nearest_existing(out)
+    if not existing.is_dir():
+        raise OutputDirError(f"out (--out) = '{out}': '{existing}' is a file; choose a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputDirError(
+            f"out (--out) = '{out}': cannot write into '{existing}' (permission denied); "
+            "choose a folder you can write to."
+        )
+    config_file = out / CONFIG_FILE
+    if out.is_dir() and any(out.iterdir()):
+        if not config_file.is_file():
+            raise OutputDirError(
+                f"out (--out) = '{out}': folder is not empty and is not a toy training folder "
+                f"(no {CONFIG_FILE}); choose a new or empty folder."
+            )
+        if params.resume:
+            _check_same_recipe(params, json.loads(config_file.read_text()), out)
+        else:
+            for name in (CHECKPOINT_DIR, SAMPLES_DIR, MODEL_DIR):
+                shutil.rmtree(out / name, ignore_errors=True)
+            for name in (LOSSES_FILE, GRID_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if not config_file.is_file():  # a resumed run rewrites it once its checkpoint fits
+        write_json(config_file, params.model_dump(mode="json"))
+    return out
+
+
+def _check_same_recipe(params: ToyTrainParams, stored: dict[str, Any], out: Path) -> None:
+    """Refuse to resume with a recipe other than the one the folder was started with."""
+    current = params.model_dump(mode="json")
+    changed = [field for field in RECIPE_FIELDS if stored.get(field) != current[field]]
+    if changed:
+        lines = [
+            f"  {field_label(field)} = {current[field]!r}, but the folder was started with "
+            f"{stored.get(field)!r}"
+            for field in changed
+        ]
+        raise InvalidParamsError(
+            f"out (--out) = '{out}' is a training folder started with another recipe:\n"
+            + "\n".join(lines)
+            + "\nPass the same values to resume it, pass --no-resume to start it over, or "
+            "choose a new --out."
+        )
+
+
+def _checkpoint_key(path: Path) -> tuple[int, int]:
+    phase, _, step = path.stem.partition("-")
+    return PHASES.index(phase), int(step)
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    """The folder's complete checkpoints, oldest first (temporary files are never listed)."""
+    folder = out / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    paths = [
+        path
+        for path in folder.glob("*.pt")
+        if path.stem.partition("-")[0] in PHASES and path.stem.partition("-")[2].isdigit()
+    ]
+    return sorted(paths, key=_checkpoint_key)

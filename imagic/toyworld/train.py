@@ -1,0 +1,588 @@
+"""Train the toy text-to-image model from scratch, resumably, on toy-world scenes.
+
+Two phases, like Stable Diffusion itself:
+
+a. the VAE learns to encode rendered scenes to 16 x 16 x 4 latents and back (MSE plus a small
+   KL term, which keeps the latent space smooth enough to diffuse in);
+b. with the VAE frozen, the text encoder and UNet learn DDPM noise prediction on
+   (caption, latent) pairs. Captions are random paraphrases (`caption(scene, rng)`), so the
+   model learns the attributes rather than one template, and 10 % are empty, so the model
+   also learns the unconditional prediction classifier-free guidance needs.
+
+Every batch is a pure function of (seed, phase, step): its scene seeds, captions, caption
+dropout, noise and timesteps come from generators seeded by those three numbers. A checkpoint
+therefore only needs the weights, the optimizer and EMA state and the step counters, and a
+resumed run continues where the interrupted one stopped: bit for bit on the same CPU machine
+(the tests check it), up to the nondeterminism of some backward kernels on CUDA.
+Scene seeds are drawn below `EVAL_SEED_START`; sample grids show held-out seeds above it.
+
+The folder layout is described in `imagic.toyworld.folder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from imagic.device import Runtime, resolve_runtime
+from imagic.errors import InvalidParamsError, OutputDirError
+from imagic.outputs import staged_output_dir
+from imagic.toyworld.config import EVAL_SEED_START, ToyTrainParams
+from imagic.toyworld.folder import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    GRID_FILE,
+    LOSSES_FILE,
+    MODEL_DIR,
+    PHASES,
+    SAMPLES_DIR,
+    list_checkpoints,
+    prepare_training_folder,
+    write_atomically,
+    write_json,
+)
+from imagic.toyworld.model import build_toy_pipeline, save_toy_pipeline, training_scheduler
+from imagic.toyworld.scenes import canonical_caption, caption, render, render_array, sample_scene
+
+CHECKPOINT_FORMAT = 1
+SCALING_SCENES = 256  # scenes whose latents set the VAE scaling factor, as SD did with its data
+
+StepHook = Callable[[str, int, float], None]
+"""Called after every optimizer step (and its checkpoint) with (phase, step, loss)."""
+
+
+@dataclass(frozen=True)
+class ToyTrainResult:
+    """Where a finished run put its outputs and where it started from."""
+
+    out_dir: Path
+    model_dir: Path
+    grid: Path
+    losses: Path
+    device: str
+    resumed_from: tuple[str, int] | None
+    """(phase, step) of the checkpoint the run continued from; None for a fresh start."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: every batch is a function of (seed, phase, step)
+
+
+def _stream_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed for one named stream; `random.Random(str)` hashes with sha512 everywhere."""
+    return random.Random("/".join(str(part) for part in (seed, *parts))).getrandbits(63)
+
+
+def training_batch(
+    seed: int, phase: str, step: int, batch_size: int, caption_dropout: float, image_size: int
+) -> tuple[np.ndarray, list[str]]:
+    """(images (B, H, W, 3) uint8, captions) of one step; empty captions are the dropped ones."""
+    rng = random.Random(_stream_seed(seed, phase, step, "data"))
+    scenes = [sample_scene(rng.randrange(EVAL_SEED_START)) for _ in range(batch_size)]
+    images = np.stack([render_array(scene, image_size) for scene in scenes])
+    captions = ["" if rng.random() < caption_dropout else caption(scene, rng) for scene in scenes]
+    return images, captions
+
+
+def eval_scenes(count: int) -> list[Any]:
+    """The held-out scenes the sample grids show: seeds EVAL_SEED_START, +1, ..."""
+    return [sample_scene(EVAL_SEED_START + index) for index in range(count)]
+
+
+def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], as Stable Diffusion's VAE expects."""
+    tensor = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
+    return tensor / 127.5 - 1.0
+
+
+def _to_images(tensor: torch.Tensor) -> list[Image.Image]:
+    array = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(item.permute(1, 2, 0).cpu().numpy(), "RGB") for item in array]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample grids
+
+
+def caption_grid(
+    cells: Sequence[tuple[str, Sequence[Image.Image]]],
+    *,
+    title: str = "",
+    columns: int = 4,
+    scale: int = 2,
+) -> Image.Image:
+    """A grid of cells, each a caption (wrapped) above its images side by side, under `title`.
+
+    `imagic.grid.make_grid` labels rows and columns with one short label each; toy captions
+    are sentences, so here every cell carries its own wrapped caption. Images are enlarged
+    `scale` times without smoothing, so 64 px scenes stay crisp and legible.
+    """
+    font = ImageFont.load_default(size=11)
+    pad = 6
+    image_w, image_h = cells[0][1][0].size
+    strip_w = len(cells[0][1]) * (image_w * scale + pad) - pad
+    char_w = max(1.0, font.getlength("abcdefghijklmnopqrstuvwxyz") / 26)
+    wrapped = [textwrap.wrap(text or "(empty caption)", int(strip_w / char_w)) for text, _ in cells]
+    line_h = int(font.getbbox("Ag")[3]) + 2
+    text_h = max(len(lines) for lines in wrapped) * line_h
+    cell_w, cell_h = strip_w + 2 * pad, text_h + image_h * scale + 3 * pad
+    rows = math.ceil(len(cells) / columns)
+    title_h = line_h + pad if title else 0
+    width = max(min(columns, len(cells)) * cell_w, int(font.getlength(title)) + 2 * pad)
+    canvas = Image.new("RGB", (width, title_h + rows * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, pad), title, fill="black", font=font)
+    for index, ((_, images), lines) in enumerate(zip(cells, wrapped, strict=True)):
+        left = (index % columns) * cell_w + pad
+        top = title_h + (index // columns) * cell_h + pad
+        for number, line in enumerate(lines):
+            draw.text((left, top + number * line_h), line, fill="black", font=font)
+        for number, image in enumerate(images):
+            big = image.resize((image_w * scale, image_h * scale), Image.Resampling.NEAREST)
+            canvas.paste(big, (left + number * (image_w * scale + pad), top + text_h + pad))
+    return canvas
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+@contextlib.contextmanager
+def _evaluating(*modules: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for a block, then each module's previous mode back.
+
+    Restoring the previous mode rather than calling `.train()` matters for exact resumption:
+    with the frozen VAE switched back to train mode after a mid-phase grid, the next UNet step
+    was observed (CPU, torch 2.13) to give the same loss but bit-different gradients, so the
+    run drifted from one resumed from that checkpoint, where the VAE stays in eval mode.
+    """
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+
+
+def _python_rng_state() -> list[Any]:
+    version, state, gauss = random.getstate()
+    return [version, list(state), gauss]
+
+
+def _numpy_rng_state() -> list[Any]:
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return [name, keys.tolist(), position, has_gauss, gauss]
+
+
+class ToyTrainer:
+    """Holds the models, optimizers and counters of one training folder; `run` trains them."""
+
+    def __init__(
+        self, params: ToyTrainParams, *, on_step: StepHook | None = None, progress: bool = True
+    ) -> None:
+        self.params = params
+        self.on_step = on_step
+        self.progress = progress
+        self.out = prepare_training_folder(params)
+        self.runtime: Runtime = resolve_runtime(params.device, params.precision)
+        self.device = self.runtime.device
+        self.pipe = build_toy_pipeline(params.model, params.seed).to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.noise_scheduler = training_scheduler(self.pipe)
+        self.vae = self.pipe.vae
+        self.text_encoder = self.pipe.text_encoder
+        self.unet = self.pipe.unet
+        self.trained = [*self.text_encoder.parameters(), *self.unet.parameters()]
+        self.vae_optimizer = torch.optim.AdamW(
+            self.vae.parameters(), lr=params.vae_learning_rate, weight_decay=params.weight_decay
+        )
+        self.unet_optimizer = torch.optim.AdamW(
+            self.trained, lr=params.unet_learning_rate, weight_decay=params.weight_decay
+        )
+        self.ema = [param.detach().clone() for param in self.trained]
+        self.steps = {"vae": 0, "unet": 0}
+        self.scaling_factor: float | None = None
+        self.losses: dict[str, list[dict[str, float]]] = {"vae": [], "unet": []}
+        self.resumed_from: tuple[str, int] | None = None
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _phase_position(self) -> tuple[str, int]:
+        """The phase and step the newest checkpoint would be named after."""
+        if self.steps["unet"] or self.scaling_factor is not None:
+            return "unet", self.steps["unet"]
+        return "vae", self.steps["vae"]
+
+    def save_checkpoint(self) -> Path:
+        """Write everything a resumed run needs, atomically; prune the oldest checkpoints."""
+        phase, step = self._phase_position()
+        folder = self.out / CHECKPOINT_DIR
+        folder.mkdir(exist_ok=True)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "params": self.params.model_dump(mode="json"),
+            "steps": dict(self.steps),
+            "scaling_factor": self.scaling_factor,
+            "models": {
+                "vae": self.vae.state_dict(),
+                "text_encoder": self.text_encoder.state_dict(),
+                "unet": self.unet.state_dict(),
+            },
+            "ema": self.ema,
+            "optimizers": {
+                "vae": self.vae_optimizer.state_dict(),
+                "unet": self.unet_optimizer.state_dict(),
+            },
+            "losses": self.losses,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": _python_rng_state(),
+                "numpy": _numpy_rng_state(),
+            },
+        }
+        path = folder / f"{phase}-{step:07d}.pt"
+        write_atomically(path, lambda target: torch.save(state, target))
+        for old in list_checkpoints(self.out)[: -self.params.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        self._write_losses()
+        return path
+
+    def _write_losses(self) -> None:
+        """losses.json: per phase, one record per step, one record per line (diff-friendly)."""
+        parts = []
+        for phase in PHASES:
+            records = ",\n  ".join(json.dumps(record) for record in self.losses[phase])
+            parts.append(f' "{phase}": [\n  {records}\n ]' if records else f' "{phase}": []')
+        text = "{\n" + ",\n".join(parts) + "\n}\n"
+        write_atomically(self.out / LOSSES_FILE, lambda path: path.write_text(text))
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore a checkpoint written by `save_checkpoint` (on any device)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise OutputDirError(
+                f"checkpoint '{path}' has format {state.get('format')!r}, not "
+                f"{CHECKPOINT_FORMAT}; start over with --no-resume or choose a new --out."
+            )
+        self._check_steps_fit(state["steps"], path)
+        self.vae.load_state_dict(state["models"]["vae"])
+        self.text_encoder.load_state_dict(state["models"]["text_encoder"])
+        self.unet.load_state_dict(state["models"]["unet"])
+        self.vae_optimizer.load_state_dict(state["optimizers"]["vae"])
+        self.unet_optimizer.load_state_dict(state["optimizers"]["unet"])
+        self.ema = [tensor.to(self.device) for tensor in state["ema"]]
+        self.steps = dict(state["steps"])
+        self.losses = state["losses"]
+        self._set_scaling_factor(state["scaling_factor"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        version, python_state, gauss = rng["python"]
+        random.setstate((version, tuple(python_state), gauss))
+        name, keys, position, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+        self.resumed_from = self._phase_position()
+
+    def _check_steps_fit(self, steps: dict[str, int], path: Path) -> None:
+        """A folder cannot be resumed to fewer steps than it already trained."""
+        vae_done, unet_done = steps["vae"], steps["unet"]
+        wanted = self.params.vae_steps
+        if vae_done > wanted or (unet_done and vae_done != wanted):
+            raise InvalidParamsError(
+                f"vae_steps (--vae-steps) = {wanted}: the checkpoint '{path.name}' has "
+                f"{vae_done} VAE steps and {unet_done} UNet steps. Pass --vae-steps {vae_done} "
+                "to continue it (once the UNet phase started, the VAE whose latents it learns "
+                "cannot change), or --no-resume to start over."
+            )
+        if unet_done > self.params.unet_steps:
+            raise InvalidParamsError(
+                f"unet_steps (--unet-steps) = {self.params.unet_steps}: the checkpoint "
+                f"'{path.name}' already has {unet_done} UNet steps; pass --unet-steps "
+                f"{unet_done} or more to continue it, or --no-resume to start over."
+            )
+
+    # -- phase a: the VAE ---------------------------------------------------------------------
+
+    def _learning_rate(self, base: float, step: int) -> float:
+        """Linear warm-up over `warmup_steps`, then constant: a function of the step only."""
+        warmup = self.params.warmup_steps
+        return base * min(1.0, step / warmup) if warmup else base
+
+    def _noise(self, generator: torch.Generator, shape: Sequence[int]) -> torch.Tensor:
+        """Gaussian noise drawn on the CPU, so a seed means the same draws on every device."""
+        return torch.randn(tuple(shape), generator=generator).to(self.device)
+
+    def vae_step(self, step: int) -> dict[str, float]:
+        """One VAE optimizer step: MSE reconstruction plus `kl_weight` x KL (summed per image)."""
+        params = self.params
+        images, _ = training_batch(
+            params.seed, "vae", step, params.batch_size, 0.0, params.model.image_size
+        )
+        pixels = _to_tensor(images, self.device)
+        generator = torch.Generator().manual_seed(_stream_seed(params.seed, "vae", step, "noise"))
+        with self.runtime.autocast():
+            posterior = self.vae.encode(pixels).latent_dist
+            mean, logvar = posterior.mean.float(), posterior.logvar.float()
+            latents = mean + torch.exp(0.5 * logvar) * self._noise(generator, mean.shape)
+            reconstruction = self.vae.decode(latents).sample
+        mse = F.mse_loss(reconstruction.float(), pixels)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3)).mean()
+        loss = mse + params.kl_weight * kl
+        self._optimize(
+            self.vae_optimizer, self.vae.parameters(), loss, params.vae_learning_rate, step
+        )
+        return {"step": step, "loss": loss.item(), "mse": mse.item(), "kl": kl.item()}
+
+    def _optimize(
+        self,
+        optimizer: torch.optim.Optimizer,
+        parameters: Any,
+        loss: torch.Tensor,
+        base_lr: float,
+        step: int,
+    ) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = self._learning_rate(base_lr, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(parameters), self.params.max_grad_norm)
+        optimizer.step()
+
+    # -- phase b: text encoder + UNet ---------------------------------------------------------
+
+    def _set_scaling_factor(self, value: float | None) -> None:
+        self.scaling_factor = value
+        if value is not None:
+            self.vae.register_to_config(scaling_factor=value)
+
+    @torch.no_grad()
+    def compute_scaling_factor(self) -> float:
+        """1 / std of the latents of `SCALING_SCENES` training scenes, as SD chose 0.18215.
+
+        The diffusion schedule assumes unit-variance data; the trained VAE's latents have
+        whatever scale the KL term left them with.
+        """
+        chunks = []
+        generator = torch.Generator().manual_seed(_stream_seed(self.params.seed, "scale"))
+        for start in range(0, SCALING_SCENES, 64):
+            images, _ = training_batch(
+                self.params.seed, "scale", start, 64, 0.0, self.params.model.image_size
+            )
+            with _evaluating(self.vae), self.runtime.autocast():
+                posterior = self.vae.encode(_to_tensor(images, self.device)).latent_dist
+            mean, std = posterior.mean.float(), posterior.std.float()
+            chunks.append(mean + std * self._noise(generator, mean.shape))
+        return float(1.0 / torch.cat(chunks).std())
+
+    def _encode_text(self, captions: Sequence[str]) -> torch.Tensor:
+        tokenizer = self.pipe.tokenizer
+        ids = tokenizer(
+            list(captions),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def unet_step(self, step: int) -> dict[str, float]:
+        """One text encoder + UNet step: DDPM noise (or v) prediction on VAE latents."""
+        params = self.params
+        images, captions = training_batch(
+            params.seed, "unet", step, params.batch_size, params.caption_dropout,
+            params.model.image_size,
+        )  # fmt: skip
+        generator = torch.Generator().manual_seed(_stream_seed(params.seed, "unet", step, "noise"))
+        with torch.no_grad(), self.runtime.autocast():
+            posterior = self.vae.encode(_to_tensor(images, self.device)).latent_dist
+        mean, std = posterior.mean.float(), posterior.std.float()
+        assert self.scaling_factor is not None
+        latents = (mean + std * self._noise(generator, mean.shape)) * self.scaling_factor
+        noise = self._noise(generator, latents.shape)
+        count = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, count, (len(latents),), generator=generator).to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        with self.runtime.autocast():
+            prediction = self.unet(noisy, timesteps, self._encode_text(captions)).sample
+        loss = F.mse_loss(prediction.float(), target)
+        self._optimize(self.unet_optimizer, self.trained, loss, params.unet_learning_rate, step)
+        self._update_ema(step)
+        return {"step": step, "loss": loss.item()}
+
+    @torch.no_grad()
+    def _update_ema(self, step: int) -> None:
+        """EMA with diffusers' warm-up: early on the average follows the weights closely."""
+        decay = min(self.params.ema_decay, (1 + step) / (10 + step))
+        for average, param in zip(self.ema, self.trained, strict=True):
+            average.lerp_(param.detach(), 1.0 - decay)
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Temporarily put the EMA weights into the text encoder and UNet (what is saved)."""
+        live = [param.detach().clone() for param in self.trained]
+        with torch.no_grad():
+            for param, average in zip(self.trained, self.ema, strict=True):
+                param.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, saved in zip(self.trained, live, strict=True):
+                    param.copy_(saved)
+
+    # -- grids --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruction_grid(self) -> Image.Image:
+        """Held-out scenes and their VAE reconstructions (truth | reconstruction)."""
+        scenes = eval_scenes(self.params.grid_size)
+        size = self.params.model.image_size
+        truth = [render(scene, size) for scene in scenes]
+        pixels = _to_tensor(np.stack([np.asarray(image) for image in truth]), self.device)
+        with _evaluating(self.vae), self.runtime.autocast():
+            decoded = self.vae.decode(self.vae.encode(pixels).latent_dist.mean).sample
+        cells = [
+            (canonical_caption(scene), [image, rebuilt])
+            for scene, image, rebuilt in zip(scenes, truth, _to_images(decoded), strict=True)
+        ]
+        title = f"VAE after {self.steps['vae']} steps: held-out scene | reconstruction"
+        return caption_grid(cells, title=title)
+
+    @torch.no_grad()
+    def sample_grid(self) -> Image.Image:
+        """Held-out captions, their true scene and a sample from the EMA model (truth | sample)."""
+        scenes = eval_scenes(self.params.grid_size)
+        captions = [canonical_caption(scene) for scene in scenes]
+        generator = torch.Generator().manual_seed(_stream_seed(self.params.seed, "grid"))
+        with _evaluating(self.text_encoder, self.unet, self.vae), self.ema_weights():
+            samples = self.pipe(
+                captions,
+                num_inference_steps=self.params.sample_steps,
+                guidance_scale=self.params.guidance_scale,
+                generator=generator,
+                output_type="pil",
+            ).images
+        size = self.params.model.image_size
+        cells = [
+            (text, [render(scene, size), sample])
+            for text, scene, sample in zip(captions, scenes, samples, strict=True)
+        ]
+        title = (
+            f"UNet after {self.steps['unet']} steps: held-out scene | sample (EMA weights, "
+            f"{self.params.sample_steps} DDIM steps, guidance {self.params.guidance_scale})"
+        )
+        return caption_grid(cells, title=title)
+
+    def _save_grid(self, phase: str, step: int) -> None:
+        grid = self.reconstruction_grid() if phase == "vae" else self.sample_grid()
+        folder = self.out / SAMPLES_DIR
+        folder.mkdir(exist_ok=True)
+        write_atomically(folder / f"{phase}-{step:07d}.png", lambda path: grid.save(path, "PNG"))
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def _log(self, message: str) -> None:
+        if self.progress:
+            tqdm.write(message, file=sys.stderr)
+
+    def _run_phase(
+        self, phase: str, total: int, step_fn: Callable[[int], dict[str, float]]
+    ) -> None:
+        every = self.params.checkpoint_every
+        done = self.steps[phase]
+        bar = tqdm(
+            total=total, initial=done, desc=f"toy {phase}", unit="step", disable=not self.progress,
+            dynamic_ncols=True, file=sys.stderr,
+        )  # fmt: skip
+        with bar:
+            for step in range(done + 1, total + 1):
+                record = step_fn(step)
+                self.losses[phase].append(record)
+                self.steps[phase] = step
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                if step % every == 0 or step == total:
+                    self._checkpoint(phase, step, every)
+                if self.on_step is not None:
+                    self.on_step(phase, step, record["loss"])
+
+    def _checkpoint(self, phase: str, step: int, every: int) -> None:
+        path = self.save_checkpoint()
+        self._save_grid(phase, step)
+        recent = [record["loss"] for record in self.losses[phase][-every:]]
+        self._log(
+            f"{phase} step {step}: mean loss {sum(recent) / len(recent):.5f} over the last "
+            f"{len(recent)} steps; checkpoint {path.name}"
+        )
+
+    def run(self) -> ToyTrainResult:
+        """Resume from the newest checkpoint (if allowed), train both phases, export the model."""
+        checkpoints = list_checkpoints(self.out) if self.params.resume else []
+        if checkpoints:
+            self.load_checkpoint(checkpoints[-1])
+            self._log(f"resuming {self.out} from {checkpoints[-1].name}")
+        write_json(self.out / CONFIG_FILE, self.params.model_dump(mode="json"))  # latest run
+        self._log(f"training the toy model on {self.device} ({self.runtime.precision})")
+        self.vae.train()
+        if self.steps["unet"] == 0 and self.scaling_factor is None:
+            self._run_phase("vae", self.params.vae_steps, self.vae_step)
+            self._set_scaling_factor(self.compute_scaling_factor())
+            self._log(f"VAE latent scaling factor {self.scaling_factor:.5f}")
+        self.vae.eval()
+        self.vae.requires_grad_(False)
+        self._run_phase("unet", self.params.unet_steps, self.unet_step)
+        return self._export()
+
+    def _export(self) -> ToyTrainResult:
+        """Write losses.json, the final grid and the EMA pipeline (fp16) with its checksums."""
+        self._write_losses()
+        grid = self.sample_grid()
+        grid_path = self.out / GRID_FILE
+        write_atomically(grid_path, lambda path: grid.save(path, "PNG"))
+        model_dir = self.out / MODEL_DIR
+        with staged_output_dir(model_dir, overwrite=True) as staging, self.ema_weights():
+            save_toy_pipeline(self.pipe, staging)
+        self._log(f"wrote the toy model to {model_dir}")
+        return ToyTrainResult(
+            out_dir=self.out,
+            model_dir=model_dir,
+            grid=grid_path,
+            losses=self.out / LOSSES_FILE,
+            device=str(self.device),
+            resumed_from=self.resumed_from,
+        )
+
+
+def train_toy_model(
+    params: ToyTrainParams, *, on_step: StepHook | None = None, progress: bool = True
+) -> ToyTrainResult:
+    """Train (or resume training) the toy model into `params.out`; see the module docstring."""
+    started = time.perf_counter()
+    result = ToyTrainer(params, on_step=on_step, progress=progress).run()
+    if progress:
+        tqdm.write(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return result

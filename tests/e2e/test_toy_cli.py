@@ -1,0 +1,99 @@
+"""`imagic toy train` as a user types it: a tiny run, and every bad input refused with exit 2.
+
+Bad inputs call `imagic.cli.main` in-process and check the exit code, that the message names
+the flag and the value, that no traceback is printed and that nothing was written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import imagic.toyworld.folder
+from imagic.cli import main
+from imagic.toyworld.checksums import verify_checksums
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], *expected: str) -> str:
+    code = main(["toy", "train", *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    for fragment in expected:
+        assert fragment in err, f"{fragment!r} not in: {err}"
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "field"),
+    [
+        ("--vae-steps", "0", "vae_steps"),
+        ("--unet-steps", "-5", "unet_steps"),
+        ("--batch-size", "0", "batch_size"),
+        ("--checkpoint-every", "-1", "checkpoint_every"),
+        ("--grid-size", "0", "grid_size"),
+    ],
+)
+def test_non_positive_counts_are_refused(
+    flag: str, value: str, field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    _refused(
+        ["--out", str(out), flag, value], capsys, f"{field} ({flag}) = {value}", "greater than 0"
+    )
+    assert not out.exists()
+
+
+def test_every_bad_flag_is_reported_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--out", str(tmp_path / "run"), "--batch-size", "0", "--device", "gpu"]
+    _refused(argv, capsys, "2 problem(s)", "batch_size (--batch-size) = 0", "device (--device)")
+
+
+def test_a_non_empty_folder_that_is_not_a_training_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "cat.jpg").write_bytes(b"keep me")
+    _refused(["--out", str(out)], capsys, str(out), "not a toy training folder")
+    assert [path.name for path in out.iterdir()] == ["cat.jpg"]
+
+
+def test_an_out_under_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    _refused(["--out", str(blocker / "run")], capsys, str(blocker), "is a file")
+
+
+def test_an_unwritable_out_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated, so it also holds when the tests run as root (which ignores permissions)."""
+    monkeypatch.setattr(imagic.toyworld.folder.os, "access", lambda *args, **kwargs: False)
+    out = tmp_path / "run"
+    _refused(["--out", str(out)], capsys, "permission denied", "--out")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_one_step_run_writes_a_loadable_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["toy", "train", "--out", str(out), "--vae-steps", "1", "--unet-steps", "1"]
+    fast = ["--grid-size", "2", "--sample-steps", "2", "--device", "cpu"]
+    code = main([*argv, "--batch-size", "2", *fast])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "wrote the toy model to" in captured.out
+    assert "toy vae" in captured.err and "toy unet" in captured.err  # progress bars
+    verify_checksums(out / "model")
+    assert json.loads((out / "train_config.json").read_text())["batch_size"] == 2
+    assert (out / "grid.png").is_file()
+    again = main([*argv, "--batch-size", "4"])  # another recipe: refused, folder kept
+    assert again == 2
+    assert "batch_size (--batch-size) = 4" in capsys.readouterr().err

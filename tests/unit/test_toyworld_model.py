@@ -1,0 +1,328 @@
+"""The toy text-to-image model: its tokenizer, its pipeline, its training and its checksums.
+
+The toy model is trained once for 60-90 minutes and then shipped, so what these tests guard is
+what a long run cannot afford to get wrong: every caption word is one token, the saved folder
+loads wherever Stable Diffusion folders load, an interrupted run resumes bit for bit instead of
+restarting, and a corrupted weight file is refused with a message naming it. Training runs
+here are a few steps at batch 4 on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import CLIPTokenizer
+
+import imagic.toyworld.folder
+from imagic.errors import InvalidParamsError, ModelLoadError, OutputDirError
+from imagic.models import load_pipeline
+from imagic.toyworld.checksums import CHECKSUMS_FILE, verify_checksums
+from imagic.toyworld.config import ToyModelConfig, ToyTrainParams
+from imagic.toyworld.folder import CONFIG_FILE, list_checkpoints, prepare_training_folder
+from imagic.toyworld.model import build_toy_pipeline, parameter_counts, save_toy_pipeline
+from imagic.toyworld.scenes import Scene, SceneObject, caption, sample_scene
+from imagic.toyworld.tokenizer import (
+    MODEL_MAX_LENGTH,
+    build_toy_tokenizer,
+    token_words,
+    unknown_words,
+    warn_unknown_words,
+    write_tokenizer_files,
+)
+from imagic.toyworld.train import ToyTrainResult, train_toy_model
+from imagic.toyworld.vocabulary import TEMPLATES, vocabulary
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> CLIPTokenizer:
+    return build_toy_tokenizer()
+
+
+def _one_token_each(tok: CLIPTokenizer) -> None:
+    for word in token_words():
+        pieces = tok.tokenize(word)
+        assert len(pieces) == 1, f"{word!r} -> {pieces}"
+        assert tok.convert_tokens_to_ids(pieces[0]) != tok.unk_token_id
+
+
+def test_every_vocabulary_word_is_one_token(tokenizer: CLIPTokenizer, tmp_path: Path) -> None:
+    _one_token_each(tokenizer)
+    vocab_file, merges_file = write_tokenizer_files(tmp_path / "files")
+    assert merges_file.read_text().startswith("#version: 0.2\n")
+    _one_token_each(CLIPTokenizer(str(vocab_file), str(merges_file)))
+    tokenizer.save_pretrained(tmp_path / "saved")
+    reloaded = CLIPTokenizer.from_pretrained(tmp_path / "saved")
+    assert reloaded.model_max_length == MODEL_MAX_LENGTH
+    _one_token_each(reloaded)
+
+
+def _untokenized(text: str) -> str:
+    """CLIP decoding puts spaces around punctuation; captions have none before it."""
+    return text.replace(" ,", ",").replace(" ;", ";")
+
+
+def test_captions_encode_one_token_per_word_and_decode_back(tokenizer: CLIPTokenizer) -> None:
+    rng = random.Random(0)
+    for seed in range(200):
+        text = caption(sample_scene(seed), rng)
+        ids = tokenizer(text, padding="max_length", max_length=MODEL_MAX_LENGTH).input_ids
+        assert len(ids) == MODEL_MAX_LENGTH
+        words = len(text.replace(",", " ,").replace(";", " ;").split())
+        assert ids[0] == tokenizer.bos_token_id  # then one token per word or punctuation mark
+        assert set(ids[words + 1 :]) == {tokenizer.eos_token_id}  # end, then padding
+        assert tokenizer.unk_token_id not in ids[1 : words + 1]
+        assert _untokenized(tokenizer.decode(ids, skip_special_tokens=True)) == text
+
+
+def test_the_longest_captions_fit_without_truncation(tokenizer: CLIPTokenizer) -> None:
+    figure = {"shape": "stick figure", "colour": "purple", "size": "small", "pose": "arms down"}
+    scene = Scene(
+        "white",
+        "striped",
+        (SceneObject(position="left", **figure), SceneObject(position="right", **figure)),
+    )
+    rng = random.Random(1)
+    longest = max(
+        len(tokenizer(caption(scene, rng, style)).input_ids)
+        for style in range(len(TEMPLATES))
+        for _ in range(50)
+    )
+    assert 36 <= longest <= MODEL_MAX_LENGTH
+
+
+def test_unknown_words_are_listed_once_in_order() -> None:
+    assert unknown_words("A big RED circle on the left; the background is white") == []
+    assert unknown_words("a red dog, running! a red dog 3") == ["dog", "running", "!", "3"]
+    with pytest.warns(UserWarning, match=r"2 word\(s\).*'dog', 'running'"):
+        assert warn_unknown_words("a dog running") == ["dog", "running"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_unknown_words("a small blue square") == []
+
+
+def test_vocabulary_words_are_all_tokens() -> None:
+    assert set(vocabulary()) < set(token_words())
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_toy_pipeline(build_toy_pipeline(seed=0), tmp_path_factory.mktemp("toy") / "m")
+
+
+def test_architecture_and_parameter_counts() -> None:
+    pipe = build_toy_pipeline()
+    counts = parameter_counts(pipe)
+    assert 1_500_000 <= counts["unet"] <= 3_000_000
+    assert counts["vae"] < 1_500_000 and counts["text_encoder"] < 1_000_000
+    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 16
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    assert pipe.text_encoder.config.max_position_embeddings == pipe.tokenizer.model_max_length
+    again = build_toy_pipeline()
+    assert torch.equal(pipe.unet.conv_in.weight, again.unet.conv_in.weight)  # seeded
+
+
+def test_bad_model_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="not divisible by 4"):
+        ToyModelConfig(image_size=66)
+    with pytest.raises(ValueError, match="attention head dim"):
+        ToyModelConfig(unet_attention_head_dim=24)
+
+
+def test_saved_pipeline_is_fp16_and_complete(saved_model: Path) -> None:
+    weights = load_file(saved_model / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float16}
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        assert (saved_model / "tokenizer" / name).is_file()
+    listed = set(json.loads((saved_model / CHECKSUMS_FILE).read_text()))
+    on_disk = {p.relative_to(saved_model).as_posix() for p in saved_model.rglob("*") if p.is_file()}
+    assert listed == on_disk - {CHECKSUMS_FILE}
+    verify_checksums(saved_model)
+
+
+def test_saved_pipeline_loads_and_generates(saved_model: Path) -> None:
+    plain = StableDiffusionPipeline.from_pretrained(saved_model)
+    assert type(plain.scheduler).__name__ == "DDIMScheduler"
+    assert plain.safety_checker is None and plain.feature_extractor is None
+    pipe = load_pipeline(str(saved_model))
+    image = pipe(
+        "a large red circle on the left on a white background",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    assert isinstance(image, Image.Image) and image.size == (64, 64)
+
+
+def test_verify_checksums_names_a_corrupted_file(saved_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(saved_model, tmp_path / "copy"))
+    expected = json.loads((copy / CHECKSUMS_FILE).read_text())["vae/config.json"]
+    config = copy / "vae" / "config.json"
+    config.write_text(config.read_text().replace("64", "65", 1))
+    with pytest.raises(ModelLoadError) as excinfo:
+        verify_checksums(copy)
+    message = str(excinfo.value)
+    assert "vae/config.json" in message and expected in message
+    assert "imagic toy train --out DIR" in message
+    config.unlink()
+    with pytest.raises(ModelLoadError, match=r"vae/config.json is missing"):
+        verify_checksums(copy)
+    (copy / CHECKSUMS_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=r"no checksums\.json"):
+        verify_checksums(copy)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+# The shipped architecture, narrowed: same 64 px images, 16 x 16 latents and code paths, a
+# fraction of the compute, so a few training runs fit in seconds on a 2-core CPU.
+NARROW = ToyModelConfig(
+    text_hidden_size=32,
+    text_layers=1,
+    text_intermediate_size=64,
+    vae_channels=(8, 16, 16),
+    unet_channels=(16, 16, 32),
+    unet_attention_head_dim=8,
+    norm_num_groups=8,
+)
+FEW_STEPS = {
+    "model": NARROW,
+    "vae_steps": 3,
+    "unet_steps": 3,
+    "batch_size": 4,
+    "checkpoint_every": 2,
+    "grid_size": 2,
+    "sample_steps": 2,
+    "device": "cpu",
+}
+
+
+class _Interrupted(Exception):
+    """Raised by a step hook to stop a run the way a crash or Ctrl-C would."""
+
+
+def _train(out: Path, stop_at: tuple[str, int] | None = None, **overrides: object) -> tuple:
+    """Run training; return (result or None if interrupted, the (phase, step)s it ran)."""
+    ran: list[tuple[str, int]] = []
+
+    def hook(phase: str, step: int, loss: float) -> None:
+        ran.append((phase, step))
+        if (phase, step) == stop_at:
+            raise _Interrupted
+
+    params = ToyTrainParams(out=str(out), **{**FEW_STEPS, **overrides})
+    try:
+        return train_toy_model(params, on_step=hook, progress=False), ran
+    except _Interrupted:
+        return None, ran
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> ToyTrainResult:
+    """An uninterrupted few-step run: what every resumed run must reproduce exactly."""
+    result, ran = _train(tmp_path_factory.mktemp("toy-train") / "ref")
+    assert ran == [("vae", 1), ("vae", 2), ("vae", 3), ("unet", 1), ("unet", 2), ("unet", 3)]
+    return result
+
+
+def test_a_short_run_writes_model_losses_grid_and_checksums(reference: ToyTrainResult) -> None:
+    out = reference.out_dir
+    assert reference.resumed_from is None and reference.device == "cpu"
+    losses = json.loads(reference.losses.read_text())
+    assert [record["step"] for record in losses["vae"]] == [1, 2, 3]
+    assert [record["step"] for record in losses["unet"]] == [1, 2, 3]
+    assert {"loss", "mse", "kl"} <= set(losses["vae"][0])
+    grid = Image.open(reference.grid)
+    assert grid.width >= 2 * 2 * 64 and grid.height > 2 * 64  # 2 cells of truth | sample
+    verify_checksums(reference.model_dir)
+    pipe = load_pipeline(str(reference.model_dir))
+    assert pipe.vae.config.scaling_factor != pytest.approx(0.18215)  # measured, not SD's
+    names = [path.name for path in list_checkpoints(out)]
+    assert names == ["unet-0000002.pt", "unet-0000003.pt"]  # the newest two are kept
+    samples = sorted(path.name for path in (out / "samples").iterdir())
+    assert samples == ["unet-0000002.png", "unet-0000003.png", "vae-0000002.png", "vae-0000003.png"]
+    assert not [path for path in out.rglob(".*")]  # no temporary or staging leftovers
+
+
+def test_an_interrupted_run_resumes_exactly(reference: ToyTrainResult, tmp_path: Path) -> None:
+    """Interrupted in each phase after a checkpoint; each rerun continues from that step."""
+    out = tmp_path / "run"
+    result, ran = _train(out, stop_at=("vae", 2))
+    assert result is None and ran == [("vae", 1), ("vae", 2)]
+    assert list_checkpoints(out)[-1].name == "vae-0000002.pt"
+
+    result, ran = _train(out, stop_at=("unet", 2))
+    assert result is None and ran == [("vae", 3), ("unet", 1), ("unet", 2)]  # not from vae 1
+    assert list_checkpoints(out)[-1].name == "unet-0000002.pt"
+
+    result, ran = _train(out)
+    assert result is not None and result.resumed_from == ("unet", 2)
+    assert ran == [("unet", 3)]
+    assert result.losses.read_text() == reference.losses.read_text()
+    ours = json.loads((result.model_dir / CHECKSUMS_FILE).read_text())
+    theirs = json.loads((reference.model_dir / CHECKSUMS_FILE).read_text())
+    assert ours == theirs  # the same bytes as the uninterrupted run
+
+
+def test_a_finished_folder_reruns_without_training(reference: ToyTrainResult) -> None:
+    before = (reference.model_dir / CHECKSUMS_FILE).read_text()
+    result, ran = _train(reference.out_dir)
+    assert ran == [] and result.resumed_from == ("unet", 3)
+    assert (result.model_dir / CHECKSUMS_FILE).read_text() == before
+
+
+def test_resuming_with_another_recipe_or_fewer_steps_is_refused(
+    reference: ToyTrainResult,
+) -> None:
+    with pytest.raises(InvalidParamsError) as excinfo:
+        prepare_training_folder(
+            ToyTrainParams(out=str(reference.out_dir), **{**FEW_STEPS, "batch_size": 8})
+        )
+    message = str(excinfo.value)
+    assert "batch_size (--batch-size) = 8" in message and "started with 4" in message
+    assert "--no-resume" in message
+    with pytest.raises(InvalidParamsError, match=r"--unet-steps\) = 2.*already has 3 UNet"):
+        _train(reference.out_dir, unet_steps=2)
+    with pytest.raises(InvalidParamsError, match=r"--vae-steps\) = 5.*Pass --vae-steps 3"):
+        _train(reference.out_dir, vae_steps=5)
+
+
+def test_no_resume_starts_a_training_folder_over(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "unet-0000009.pt").write_bytes(b"old")
+    (out / "losses.json").write_text("{}")
+    (out / CONFIG_FILE).write_text("{}")
+    prepare_training_folder(ToyTrainParams(out=str(out), resume=False))
+    assert sorted(path.name for path in out.iterdir()) == [CONFIG_FILE]
+    assert json.loads((out / CONFIG_FILE).read_text())["resume"] is False
+
+
+def test_a_foreign_or_unwritable_out_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"not ours")
+    with pytest.raises(OutputDirError, match="not a toy training folder"):
+        prepare_training_folder(ToyTrainParams(out=str(foreign)))
+    with pytest.raises(OutputDirError, match="is a file"):
+        prepare_training_folder(ToyTrainParams(out=str(foreign / "cat.jpg" / "run")))
+    assert sorted(path.name for path in foreign.iterdir()) == ["cat.jpg"]
+    monkeypatch.setattr(imagic.toyworld.folder.os, "access", lambda *args, **kwargs: False)
+    with pytest.raises(OutputDirError, match="permission denied"):
+        prepare_training_folder(ToyTrainParams(out=str(tmp_path / "new")))
+    assert not (tmp_path / "new").exists()
