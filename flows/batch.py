@@ -7,7 +7,7 @@ flow creates that limit with `gpu_slots` slots when the server has none.
 
 One failing edit is reported and the others finish. The outcome of every row goes to a table
 artifact and to `<manifest>.summary.json` next to the manifest; a rerun skips the edits
-that summary records as done (and would be all cache hits anyway).
+that summary records as done in the same store (and would be all cache hits anyway).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from flows.edit import EditSummary, Placement, imagic_edit
 from flows.manifest import CheckedManifest, ManifestRow, default_row_id, edit_id, load_manifest
 from flows.stages import GPU_TAG
 from imagic.errors import ImagicError
-from imagic.storage import read_uri_bytes, write_uri_bytes
+from imagic.storage import open_store, read_uri_bytes, write_uri_bytes
 from imagic.tracking import TrackingOptions
 
 MAX_PARALLEL_EDITS = 4
@@ -105,11 +105,12 @@ def batch_edit(
     finished = finished_edits(summary_uri)
     ensure_gpu_limit(gpu_slots)
 
+    store_uri = open_store(store).uri
     outcomes = invalid_outcomes(checked)
     futures: list[tuple[ManifestRow, PrefectFuture[EditSummary]]] = []
     for row in checked.edits:
         done = finished.get(edit_id(row.spec))
-        if done is not None:
+        if done is not None and (done.grid_uri or "").startswith(f"{store_uri}/"):
             outcomes.append(
                 done.model_copy(update={"row": row.row, "id": row.id, "status": "skipped"})
             )
@@ -135,8 +136,13 @@ def batch_edit(
 
 
 def _outcome(row: ManifestRow, future: PrefectFuture[EditSummary]) -> RowOutcome:
-    base = {"row": row.row, "id": row.id, "edit_id": edit_id(row.spec), "text": row.spec.text}
-    base["image"] = row.spec.image
+    base = {
+        "row": row.row,
+        "id": row.id,
+        "edit_id": edit_id(row.spec),
+        "text": row.spec.text,
+        "image": row.spec.image,
+    }
     future.wait()
     if future.state.is_completed():
         result: EditSummary = future.result()
