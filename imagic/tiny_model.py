@@ -18,26 +18,14 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from imagic.clip_bpe import byte_level_alphabet
+
 PredictionType = Literal["epsilon", "v_prediction"]
-
-
-def _byte_level_alphabet() -> list[str]:
-    """The 256 printable characters CLIP's byte-level BPE uses for raw bytes (GPT-2 mapping)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(code) for code in codes]
 
 
 def build_tiny_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     """A character-level CLIP tokenizer: every byte is a token, no merges, no download."""
-    alphabet = _byte_level_alphabet()
+    alphabet = byte_level_alphabet()
     vocab = {char: i for i, char in enumerate(alphabet)}
     vocab.update({f"{char}</w>": len(alphabet) + i for i, char in enumerate(alphabet)})
     vocab["<|startoftext|>"] = len(vocab)

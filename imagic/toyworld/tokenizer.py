@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imagic.clip_bpe import byte_level_alphabet
 from imagic.toyworld.vocabulary import vocabulary
 
 if TYPE_CHECKING:  # transformers is heavy: imported only when a tokenizer is really built
@@ -86,20 +87,6 @@ def learn_merges(words: Iterable[str]) -> list[tuple[str, str]]:
         best = min(counts, key=lambda pair: (-counts[pair], pair))
         merges.append(best)
         segments = {word: _merge_pair(symbols, best) for word, symbols in segments.items()}
-
-
-def byte_level_alphabet() -> list[str]:
-    """The 256 printable characters CLIP's byte-level BPE uses for raw bytes (GPT-2 mapping)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(code) for code in codes]
 
 
 def token_words() -> list[str]:
