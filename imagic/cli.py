@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 import imagic
 from imagic.config import ETA_MAX, EditSpec, parse_params
-from imagic.errors import ImagicError, InvalidParamsError
+from imagic.errors import ImagicError
+from imagic.toyworld.shipped import SHIPPED_MODEL
 
 if TYPE_CHECKING:  # the method pulls in torch and diffusers: import it only to run an edit
     from imagic.edit import EditOutputs
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"imagic {imagic.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_edit_command(commands)
+    _add_demo_command(commands)
     _add_tiny_model_command(commands)
     _add_toy_command(commands)
     return parser
@@ -80,9 +82,45 @@ def _add_edit_command(commands: Any) -> None:
     edit.add_argument("--text", required=True, help="target text, e.g. 'a dog sitting down'")
     edit.add_argument(
         "--model",
-        default=os.environ.get("IMAGIC_MODEL"),
-        help="local diffusers folder or hub id (env IMAGIC_MODEL)",
+        default=os.environ.get("IMAGIC_MODEL") or SHIPPED_MODEL,
+        help=f"local diffusers folder, hub id, or {SHIPPED_MODEL} (the shipped toy model) "
+        "(env IMAGIC_MODEL)",
     )
+    _add_edit_flags(edit)
+    edit.set_defaults(handler=_run_edit_command)
+
+
+def _add_demo_command(commands: Any) -> None:
+    """`imagic demo`: `imagic edit` with the shipped toy model, scene and text as defaults."""
+    from imagic.toyworld import demo  # no torch
+
+    parser = commands.add_parser(
+        "demo",
+        help="edit a shipped toy scene with the shipped toy model (about a minute on a CPU)",
+        description=f"Edit the shipped toy scene (a large red square on the left) to "
+        f"'{demo.DEMO_TEXT}' with the shipped toy model, over an eta sweep, and write the "
+        "grid. Takes every flag of `imagic edit`; these defaults differ.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--image", default=str(demo.DEMO_IMAGE), help="input image file")
+    parser.add_argument("--text", default=demo.DEMO_TEXT, help="target text")
+    parser.add_argument("--model", default=SHIPPED_MODEL, help="model (see imagic edit)")
+    _add_edit_flags(parser)
+    parser.set_defaults(
+        handler=_run_edit_command,
+        eta=list(demo.DEMO_ETAS),
+        seeds=list(demo.DEMO_SEEDS),
+        steps_a=demo.DEMO_STEPS_A,
+        steps_b=demo.DEMO_STEPS_B,
+        lr_b=demo.DEMO_LR_B,
+        steps_c=demo.DEMO_STEPS_C,
+        guidance=demo.DEMO_GUIDANCE,
+        out=demo.DEMO_OUT,
+    )
+
+
+def _add_edit_flags(edit: argparse.ArgumentParser) -> None:
+    """The flags `imagic edit` and `imagic demo` share (all but --image, --text, --model)."""
     edit.add_argument("--revision", help="hub revision of --model")
     edit.add_argument(
         "--eta", type=float, nargs="+", default=[0.6, 0.7, 0.8], help=f"etas in [0, {ETA_MAX}]"
@@ -155,7 +193,6 @@ def _add_edit_command(commands: Any) -> None:
         default="local",
         help="with --via-prefect: stages in this process, or as runs of their deployments",
     )
-    edit.set_defaults(handler=_run_edit_command)
 
 
 def _add_tiny_model_command(commands: Any) -> None:
@@ -217,11 +254,6 @@ def _add_toy_command(commands: Any) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> EditSpec:
     """Validate the flags as one EditSpec, so every bad flag is reported at once."""
-    if not args.model:
-        raise InvalidParamsError(
-            "model (--model): missing. Pass a local diffusers folder or hub id with --model, or "
-            "set IMAGIC_MODEL. A tiny offline model: imagic tiny-model --out tiny-sd"
-        )
     shared = {"timesteps_per_step": args.timesteps_per_step, "seed": args.train_seed}
     data = {
         "image": args.image,

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from imagic.errors import InvalidParamsError
+from imagic.toyworld.shipped import SHIPPED_MODEL
 
 ETA_MAX = 1.5
 """Largest accepted eta. The paper uses [0, 1]; values a little above 1 extrapolate past the
@@ -56,7 +57,10 @@ def _check_text(text: str) -> str:
 
 def _check_model(model: str) -> str:
     if not model.strip():
-        raise ValueError("give a local diffusers folder or a hub id")
+        raise ValueError(
+            f"give a local diffusers folder, a hub id, or leave it out for {SHIPPED_MODEL} "
+            "(the shipped toy model)"
+        )
     return model
 
 
@@ -186,7 +190,11 @@ class EditSpec(_Params):
 
     image: str = Field(description="Input image: a local path, file:///... or s3://bucket/key.")
     text: TargetText = Field(description="Target text, e.g. 'a bird spreading its wings'.")
-    model: ModelId = Field(description="Local diffusers folder or Hugging Face Hub id.")
+    model: ModelId = Field(
+        SHIPPED_MODEL,
+        description="Local diffusers folder, Hugging Face Hub id, or imagic:toy (the small toy "
+        "model shipped in the package, which knows only toy-world words).",
+    )
     model_revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     optimize: OptimizeParams = Field(
         default_factory=OptimizeParams, title="Stage A: optimize the embedding"

@@ -34,6 +34,7 @@ from imagic.stages import (
 )
 from imagic.stages.optimize import EMBEDDINGS_FILE, INPUT_FILE, LOSSES_FILE, read_input_image_bytes
 from imagic.storage import ArtifactStore, fetch_file, file_sha256, open_store, read_manifest
+from imagic.toyworld.shipped import resolve_model, warn_unknown_words_for
 from imagic.tracking import (
     Tracker,
     TrackingOptions,
@@ -139,14 +140,17 @@ def start_edit(
 ) -> EditRun:
     """Check the inputs, cheapest first, then open the edit's MLflow parent run.
 
-    Nothing is loaded and no run is opened when the input image, the device or the store is
-    unusable. `check_device=False` is for orchestrators whose stages run on other machines
+    Nothing is loaded and no run is opened when the input image, the device, the shipped toy
+    weights or the store is unusable. A toy model warns about words it was never trained on.
+    `check_device=False` is for orchestrators whose stages run on other machines
     (a GPU the orchestrating process does not have is not an error there).
     """
     if check_device:
         resolve_runtime(spec.device, spec.precision)
     image_bytes = read_input_image_bytes(spec.image)
     read_image(image_bytes, max_megapixels=spec.max_megapixels, name=spec.image)
+    resolve_model(spec.model)  # the shipped toy weights: refused if missing or corrupt
+    warn_unknown_words_for(spec.text, spec.model)
     artifact_store = open_store(store)
     artifact_store.check()
     tracking = tracking or TrackingOptions()

@@ -33,6 +33,7 @@ from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dic
 from safetensors.torch import load_file, save_file
 
 from imagic.errors import FinetunedStateError, ModelLoadError
+from imagic.toyworld.shipped import resolve_model
 
 SCHEDULERS: dict[str, type[SchedulerMixin]] = {
     "ddim": DDIMScheduler,
@@ -61,8 +62,10 @@ def load_pipeline(
     """Load an SD 1.x/2.x pipeline in fp32 (the master weights), with the sampling scheduler set.
 
     A path that exists is read as a local folder; anything else that looks like `owner/name`
-    is looked up on the hub (or the local hub cache when offline).
+    is looked up on the hub (or the local hub cache when offline). `imagic:toy` is the toy
+    model shipped in the package, used once its checksums match.
     """
+    model = resolve_model(model)
     folder = Path(model).expanduser()
     if folder.exists():
         _check_pipeline_folder(folder)
@@ -115,8 +118,9 @@ def model_fingerprint(model: str, revision: str | None = None) -> str:
     A local folder is identified by the sha256 of all its files (cached per process while no
     file's size or mtime changes), so retraining a folder in place never hits a stale cache. A
     hub id is identified by id and revision: pin a commit hash as the revision for exact reuse.
+    The shipped toy model (`imagic:toy`) is identified by its files, like a folder.
     """
-    folder = Path(model).expanduser()
+    folder = Path(resolve_model(model)).expanduser()
     if not folder.is_dir():
         return f"hub:{model}@{revision or 'main'}"
     files = sorted(path for path in folder.rglob("*") if path.is_file())

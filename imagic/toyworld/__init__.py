@@ -10,6 +10,9 @@ the expected edited image: the ground truth a quality benchmark scores a model a
 The toy world's own text-to-image model: `tokenizer` (one CLIP token per caption word, and
 `unknown_words`), `config` (architecture and training parameters), `model` (the small Stable
 Diffusion pipeline), `train` (`imagic toy train`: resumable two-phase training), `folder` (the
-training folder's layout and checks) and `checksums` (sha256 of a saved model). Only `model`
-and `train` import torch at import time.
+training folder's layout and checks) and `checksums` (sha256 of a saved model). `shipped` is the
+trained model that ships in `weights/` (the model id `imagic:toy`, the default of every edit),
+`demo` the shipped scene and settings of `imagic demo`, and `adherence` the procedural check of
+whether a sample shows what its caption says. Only `model` and `train` import torch at import
+time.
 """

@@ -16,6 +16,7 @@ from imagic.errors import ModelLoadError
 
 CHECKSUMS_FILE = "checksums.json"
 RETRAIN_HINT = "imagic toy train --out DIR"
+FOLDER_FIX = f"copy the whole model folder again, or retrain it with `{RETRAIN_HINT}`"
 
 
 def sha256_file(path: Path) -> str:
@@ -44,37 +45,36 @@ def write_checksums(folder: str | Path) -> dict[str, str]:
     return sums
 
 
-def verify_checksums(folder: str | Path) -> None:
+def verify_checksums(folder: str | Path, *, name: str | None = None, fix: str = FOLDER_FIX) -> None:
     """Raise `ModelLoadError` unless every file `checksums.json` lists is present and intact.
 
     The message names the file, the expected and the actual checksum, and how to rebuild the
-    model. Files the list does not name are ignored (an OS may add its own, e.g. .DS_Store).
+    model (`fix`; `name` is how the message calls the model, by default its folder). Files the
+    list does not name are ignored (an OS may add its own, e.g. .DS_Store).
     """
     root = Path(folder)
+    label = name or f"'{root}'"
     listing = root / CHECKSUMS_FILE
     if not listing.is_file():
         raise ModelLoadError(
-            f"model = '{root}': no {CHECKSUMS_FILE}, so its files cannot be checked; copy the "
-            f"whole model folder again, or retrain it with `{RETRAIN_HINT}`."
+            f"model = {label}: no {CHECKSUMS_FILE} in {root}, so its files cannot be checked; "
+            f"{fix}."
         )
     try:
         expected = json.loads(listing.read_text())
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
-            f"model = '{root}': {CHECKSUMS_FILE} is unreadable ({exc}); copy the whole model "
-            f"folder again, or retrain it with `{RETRAIN_HINT}`."
+            f"model = {label}: {root / CHECKSUMS_FILE} is unreadable ({exc}); {fix}."
         ) from exc
-    for name, checksum in sorted(expected.items()):
-        path = root / name
+    for file_name, checksum in sorted(expected.items()):
+        path = root / file_name
         if not path.is_file():
             raise ModelLoadError(
-                f"model = '{root}': file {name} is missing (expected sha256 {checksum}); copy "
-                f"the whole model folder again, or retrain it with `{RETRAIN_HINT}`."
+                f"model = {label}: file {path} is missing (expected sha256 {checksum}); {fix}."
             )
         actual = sha256_file(path)
         if actual != checksum:
             raise ModelLoadError(
-                f"model = '{root}': file {name} is corrupted: sha256 {actual}, expected "
-                f"{checksum}. Copy the whole model folder again, or retrain it with "
-                f"`{RETRAIN_HINT}`."
+                f"model = {label}: file {path} is corrupted: sha256 {actual}, expected "
+                f"{checksum}; {fix}."
             )

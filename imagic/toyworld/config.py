@@ -45,12 +45,17 @@ class ToyModelConfig(_Frozen):
     text_heads: int = Field(4, gt=0, description="Text encoder attention heads.")
     text_intermediate_size: int = Field(512, gt=0, description="Text encoder MLP width.")
     vae_channels: tuple[int, ...] = Field(
-        (32, 64, 64), min_length=1, description="VAE block widths; n blocks downsample 2**(n-1)."
+        (16, 32, 32), min_length=1, description="VAE block widths; n blocks downsample 2**(n-1)."
     )
     vae_layers_per_block: int = Field(1, gt=0)
     latent_channels: int = Field(4, gt=0)
     unet_channels: tuple[int, ...] = Field(
         (32, 64, 96), min_length=1, description="UNet block widths."
+    )
+    unet_attention: tuple[bool, ...] = Field(
+        (False, True, True),
+        min_length=1,
+        description="Per UNet level (same length as unet_channels): cross-attention or not.",
     )
     unet_layers_per_block: int = Field(1, gt=0)
     unet_attention_head_dim: int = Field(16, gt=0, description="Channels per attention head.")
@@ -71,8 +76,15 @@ class ToyModelConfig(_Frozen):
         for width in (*self.vae_channels, *self.unet_channels):
             if width % self.norm_num_groups:
                 raise ValueError(f"width {width} is not a multiple of {self.norm_num_groups}")
-        for width in self.unet_channels:
-            if width % self.unet_attention_head_dim:
+        if len(self.unet_attention) != len(self.unet_channels):
+            raise ValueError(
+                f"unet_attention has {len(self.unet_attention)} levels, unet_channels "
+                f"{len(self.unet_channels)}; give one flag per level"
+            )
+        if not any(self.unet_attention):
+            raise ValueError("unet_attention has no level with cross-attention: text is ignored")
+        for width, attends in zip(self.unet_channels, self.unet_attention, strict=True):
+            if attends and width % self.unet_attention_head_dim:
                 raise ValueError(
                     f"UNet width {width} is not a multiple of the attention head dim "
                     f"{self.unet_attention_head_dim}"
@@ -98,7 +110,7 @@ class ToyTrainParams(_Frozen):
 
     out: str = Field(description="Training folder: checkpoints, samples, losses.json, model/.")
     vae_steps: PositiveInt = Field(4000, description="Phase a: VAE optimizer steps.")
-    unet_steps: PositiveInt = Field(40000, description="Phase b: text encoder + UNet steps.")
+    unet_steps: PositiveInt = Field(9000, description="Phase b: text encoder + UNet steps.")
     batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (both phases).")
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
         0, description="Seed of the initial weights, the scenes, captions, noise and timesteps."
@@ -120,7 +132,7 @@ class ToyTrainParams(_Frozen):
         4.0, description="Classifier-free guidance of the sample grids."
     )
     vae_learning_rate: PositiveFloat = Field(1e-3, description="Phase a AdamW learning rate.")
-    unet_learning_rate: PositiveFloat = Field(3e-4, description="Phase b AdamW learning rate.")
+    unet_learning_rate: PositiveFloat = Field(5e-4, description="Phase b AdamW learning rate.")
     warmup_steps: Annotated[int, Field(ge=0)] = Field(
         200, description="Linear learning-rate warm-up at the start of each phase."
     )

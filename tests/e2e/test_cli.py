@@ -261,9 +261,9 @@ def test_model_folder_not_a_pipeline(edit_args, capsys, tmp_path: Path) -> None:
     _fails(edit_args(**{"--model": str(tmp_path / "stuff")}), capsys, "model_index.json")
 
 
-def test_model_missing_entirely(edit_args, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_model(edit_args, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IMAGIC_MODEL", raising=False)
-    _fails(edit_args(**{"--model": ""}), capsys, "--model", "IMAGIC_MODEL", "tiny-model")
+    _fails(edit_args(**{"--model": ""}), capsys, "--model", "imagic:toy")
 
 
 def test_hub_id_while_offline(edit_args, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

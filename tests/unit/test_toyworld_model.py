@@ -139,6 +139,20 @@ def test_bad_model_shapes_are_refused() -> None:
         ToyModelConfig(image_size=66)
     with pytest.raises(ValueError, match="attention head dim"):
         ToyModelConfig(unet_attention_head_dim=24)
+    with pytest.raises(ValueError, match="unet_attention has 2 levels, unet_channels 3"):
+        ToyModelConfig(unet_attention=(True, True))
+    with pytest.raises(ValueError, match="no level with cross-attention"):
+        ToyModelConfig(unet_attention=(False, False, False))
+
+
+def test_levels_without_attention_are_plain_blocks() -> None:
+    pipe = build_toy_pipeline(ToyModelConfig())
+    assert pipe.unet.config.down_block_types == (
+        "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+    )  # fmt: skip
+    assert pipe.unet.config.up_block_types == (
+        "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D",
+    )  # fmt: skip
 
 
 def test_saved_pipeline_is_fp16_and_complete(saved_model: Path) -> None:

@@ -1,0 +1,128 @@
+"""The shipped toy model (imagic:toy) and the demo's inputs: present, intact, loadable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from imagic.config import EditSpec
+from imagic.errors import ModelLoadError
+from imagic.models import load_pipeline, model_fingerprint
+from imagic.toyworld import demo, shipped
+from imagic.toyworld.checksums import CHECKSUMS_FILE, sha256_file
+from imagic.toyworld.config import ToyModelConfig
+from imagic.toyworld.model import build_toy_pipeline
+from imagic.toyworld.scenes import render_array
+from imagic.toyworld.tokenizer import unknown_words
+
+MAX_SHIPPED_BYTES = 20 * 1000 * 1000
+
+
+def _listed_files() -> dict[str, str]:
+    return json.loads((shipped.SHIPPED_DIR / CHECKSUMS_FILE).read_text())
+
+
+def test_shipped_weights_match_their_checksums_and_fit_the_size_budget() -> None:
+    listed = _listed_files()
+    assert shipped.shipped_model_dir() == shipped.SHIPPED_DIR
+    for name, checksum in listed.items():
+        assert sha256_file(shipped.SHIPPED_DIR / name) == checksum, name
+    weights = [name for name in listed if name.endswith(".safetensors")]
+    assert sorted(Path(name).parent.name for name in weights) == ["text_encoder", "unet", "vae"]
+    total = sum((shipped.SHIPPED_DIR / name).stat().st_size for name in listed)
+    assert total <= MAX_SHIPPED_BYTES
+
+
+def test_shipped_model_loads_with_imagic_and_with_diffusers() -> None:
+    pipe = load_pipeline(shipped.SHIPPED_MODEL)
+    reference = build_toy_pipeline(ToyModelConfig())
+    for name in ("unet", "vae", "text_encoder"):  # the shipped weights are the default recipe's
+        loaded, built = getattr(pipe, name), getattr(reference, name)
+        assert [p.shape for p in loaded.parameters()] == [p.shape for p in built.parameters()]
+    assert list(pipe.unet.config.down_block_types) == list(reference.unet.config.down_block_types)
+    assert pipe.tokenizer.get_vocab() == reference.tokenizer.get_vocab()
+    plain = StableDiffusionPipeline.from_pretrained(shipped.SHIPPED_DIR)
+    assert plain.unet.config.sample_size == ToyModelConfig().latent_size
+
+
+def test_fingerprint_of_the_id_is_the_fingerprint_of_the_folder() -> None:
+    assert model_fingerprint(shipped.SHIPPED_MODEL) == model_fingerprint(str(shipped.SHIPPED_DIR))
+
+
+def test_edits_default_to_the_shipped_model() -> None:
+    spec = EditSpec(image="x.png", text="a red circle")
+    assert spec.model == shipped.SHIPPED_MODEL
+
+
+@pytest.fixture
+def shipped_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped folder that stands in for it, to break without harm."""
+    copy = tmp_path / "weights"
+    shutil.copytree(shipped.SHIPPED_DIR, copy)
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", copy)
+    return copy
+
+
+def test_a_corrupted_shipped_file_is_named_with_its_checksum_and_the_fix(
+    shipped_copy: Path,
+) -> None:
+    name = "unet/diffusion_pytorch_model.safetensors"
+    data = bytearray((shipped_copy / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (shipped_copy / name).write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError) as caught:
+        load_pipeline(shipped.SHIPPED_MODEL)
+    message = str(caught.value)
+    for part in (name, _listed_files()[name], "imagic:toy", "imagic toy train", "git checkout"):
+        assert part in message
+
+
+def test_a_missing_shipped_file_is_named(shipped_copy: Path) -> None:
+    (shipped_copy / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    missing = r"vae/diffusion_pytorch_model\.safetensors is missing"
+    with pytest.raises(ModelLoadError, match=missing):
+        shipped.resolve_model(shipped.SHIPPED_MODEL)
+
+
+def test_missing_shipped_weights_say_how_to_get_them_back(shipped_copy: Path) -> None:
+    shutil.rmtree(shipped_copy)
+    with pytest.raises(ModelLoadError, match=f"no {CHECKSUMS_FILE}.*imagic toy train"):
+        shipped.resolve_model(shipped.SHIPPED_MODEL)
+
+
+def test_other_models_pass_through_unchecked(tmp_path: Path) -> None:
+    assert shipped.resolve_model(str(tmp_path)) == str(tmp_path)
+    assert shipped.resolve_model("owner/name") == "owner/name"
+
+
+def test_toy_models_are_recognised_by_their_tokenizer(tmp_path: Path) -> None:
+    assert shipped.is_toy_model(shipped.SHIPPED_MODEL)
+    assert shipped.is_toy_model(str(shipped.SHIPPED_DIR))
+    assert not shipped.is_toy_model(str(tmp_path))
+    assert not shipped.is_toy_model("owner/name")
+
+
+def test_unknown_words_warn_only_for_toy_models() -> None:
+    with pytest.warns(UserWarning, match="'dragon'"):
+        assert shipped.warn_unknown_words_for("a red dragon", shipped.SHIPPED_MODEL) == ["dragon"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert shipped.warn_unknown_words_for("a red dragon", "owner/name") == []
+        assert shipped.warn_unknown_words_for(demo.DEMO_TEXT, shipped.SHIPPED_MODEL) == []
+
+
+def test_the_shipped_demo_input_is_the_demo_scene() -> None:
+    shipped_pixels = np.asarray(Image.open(demo.DEMO_IMAGE).convert("RGB"))
+    assert np.array_equal(shipped_pixels, render_array(demo.DEMO_SCENE))
+
+
+def test_the_demo_text_describes_the_edited_scene_in_known_words() -> None:
+    assert demo.DEMO_TEXT == "a large red circle on the left on a white background"
+    assert unknown_words(demo.DEMO_TEXT) == []
