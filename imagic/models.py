@@ -183,6 +183,23 @@ def _load_failure_message(model: str, is_folder: bool, exc: BaseException) -> st
     )
 
 
+def sd1_ddim_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    """SD 1.x's noise schedule (scaled-linear betas 0.00085-0.012) with DDIM sampling.
+
+    What the models this project builds itself (the tiny random one, the toy one) sample with,
+    so every code path sees the same schedule as on a real SD 1.x checkpoint.
+    """
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
 def make_scheduler(name: str, config: Any) -> SchedulerMixin:
     """Build sampling scheduler `name` from the model's scheduler config (keeps prediction type)."""
     if name not in SCHEDULERS:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from imagic.clip_bpe import byte_level_alphabet
+from imagic.models import sd1_ddim_scheduler
 
 PredictionType = Literal["epsilon", "v_prediction"]
 
@@ -79,15 +80,7 @@ def build_tiny_pipeline(
         norm_num_groups=16,
         sample_size=64,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = sd1_ddim_scheduler(prediction_type)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

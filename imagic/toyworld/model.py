@@ -22,15 +22,10 @@ import copy
 from pathlib import Path
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    DDPMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from imagic.models import sd1_ddim_scheduler
 from imagic.toyworld.checksums import write_checksums
 from imagic.toyworld.config import ToyModelConfig
 from imagic.toyworld.tokenizer import build_toy_tokenizer, write_tokenizer_files
@@ -40,9 +35,7 @@ __all__ = [
     "ToyModelConfig",
     "build_toy_pipeline",
     "parameter_counts",
-    "sampling_scheduler",
     "save_toy_pipeline",
-    "training_scheduler",
 ]
 
 COMPONENTS = ("text_encoder", "vae", "unet")
@@ -98,24 +91,6 @@ def _unet(config: ToyModelConfig) -> UNet2DConditionModel:
     )
 
 
-def sampling_scheduler(config: ToyModelConfig) -> DDIMScheduler:
-    """SD 1.x's noise schedule with DDIM sampling: what the saved pipeline samples with."""
-    return DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=config.prediction_type,
-    )
-
-
-def training_scheduler(pipe: StableDiffusionPipeline) -> DDPMScheduler:
-    """The DDPM forward process of the pipeline's own schedule: what training adds noise with."""
-    return DDPMScheduler.from_config(pipe.scheduler.config)
-
-
 def build_toy_pipeline(
     config: ToyModelConfig | None = None, seed: int = 0
 ) -> StableDiffusionPipeline:
@@ -132,7 +107,7 @@ def build_toy_pipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=sampling_scheduler(config),
+        scheduler=sd1_ddim_scheduler(config.prediction_type),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

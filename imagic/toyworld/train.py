@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from imagic.device import Runtime, resolve_runtime
 from imagic.errors import InvalidParamsError, OutputDirError
+from imagic.method.denoising import training_scheduler
 from imagic.outputs import staged_output_dir
 from imagic.toyworld.config import EVAL_SEED_START, ToyTrainParams
 from imagic.toyworld.folder import (
@@ -56,7 +57,7 @@ from imagic.toyworld.folder import (
     write_atomically,
     write_json,
 )
-from imagic.toyworld.model import build_toy_pipeline, save_toy_pipeline, training_scheduler
+from imagic.toyworld.model import build_toy_pipeline, save_toy_pipeline
 from imagic.toyworld.scenes import canonical_caption, caption, render, render_array, sample_scene
 
 CHECKPOINT_FORMAT = 1
