@@ -188,6 +188,54 @@ def _edit_cases(count: int) -> list[tuple[str, Scene, Any]]:
     return cases
 
 
+def run_toy_edit(
+    model: str,
+    scene: Scene,
+    text: str,
+    *,
+    learning_rate_b: float = demo.DEMO_LR_B,
+    seeds: tuple[int, ...] = (0,),
+    etas: tuple[float, ...] = EDIT_ETAS,
+) -> tuple[dict[tuple[int, float], np.ndarray], float]:
+    """One Imagic edit of `scene`'s render towards `text` with the demo's settings.
+
+    Returns the images by (seed, eta) and the edit's wall time in seconds.
+    """
+    with tempfile.TemporaryDirectory() as work:
+        image_path = Path(work) / "input.png"
+        render(scene).save(image_path)
+        spec = EditSpec.model_validate(
+            {
+                "image": str(image_path),
+                "text": text,
+                "model": model,
+                "optimize": {"steps": demo.DEMO_STEPS_A},
+                "finetune": {"steps": demo.DEMO_STEPS_B, "learning_rate": learning_rate_b},
+                "generate": {
+                    "etas": list(etas),
+                    "seeds": list(seeds),
+                    "num_inference_steps": demo.DEMO_STEPS_C,
+                    "guidance_scale": demo.DEMO_GUIDANCE,
+                },
+            }
+        )
+        started = time.perf_counter()
+        outputs = run_edit(
+            spec,
+            Path(work) / "out",
+            store=str(Path(work) / "store"),
+            tracking=TrackingOptions(enabled=False),
+        )
+        seconds = time.perf_counter() - started
+        images = {
+            (item["seed"], item["eta"]): np.asarray(
+                Image.open(outputs.out_dir / item["file"]).convert("RGB")
+            )
+            for item in json.loads((outputs.out_dir / "manifest.json").read_text())["images"]
+        }
+    return images, seconds
+
+
 def imagic_edits(model: str, count: int) -> list[dict[str, Any]]:
     pipe = load_pipeline(model)
     reports = []
@@ -195,36 +243,8 @@ def imagic_edits(model: str, count: int) -> list[dict[str, Any]]:
         truth = edit_ground_truth(scene, edit)
         source = np.asarray(truth.source_image)
         rebuilt = vae_reconstruction(pipe, source)
-        with tempfile.TemporaryDirectory() as work:
-            image_path = Path(work) / "input.png"
-            render(scene).save(image_path)
-            spec = EditSpec.model_validate(
-                {
-                    "image": str(image_path),
-                    "text": truth.text,
-                    "model": model,
-                    "optimize": {"steps": demo.DEMO_STEPS_A},
-                    "finetune": {"steps": demo.DEMO_STEPS_B, "learning_rate": demo.DEMO_LR_B},
-                    "generate": {
-                        "etas": list(EDIT_ETAS),
-                        "seeds": [0],
-                        "num_inference_steps": demo.DEMO_STEPS_C,
-                        "guidance_scale": demo.DEMO_GUIDANCE,
-                    },
-                }
-            )
-            started = time.perf_counter()
-            outputs = run_edit(
-                spec,
-                Path(work) / "out",
-                store=str(Path(work) / "store"),
-                tracking=TrackingOptions(enabled=False),
-            )
-            seconds = time.perf_counter() - started
-            images = {
-                item["eta"]: np.asarray(Image.open(outputs.out_dir / item["file"]).convert("RGB"))
-                for item in json.loads((outputs.out_dir / "manifest.json").read_text())["images"]
-            }
+        by_key, seconds = run_toy_edit(model, scene, truth.text)
+        images = {eta: image for (_, eta), image in by_key.items()}
         outside = ~dilate(truth.region, REGION_MARGIN)
         applied = [eta for eta in EDIT_ETAS[1:] if check_sample(images[eta], truth.target).ok]
         reports.append(

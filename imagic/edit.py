@@ -22,6 +22,7 @@ from imagic.config import EditSpec
 from imagic.device import resolve_runtime
 from imagic.images import read_image
 from imagic.method import ProgressCallback
+from imagic.models import check_scheduler_for_model
 from imagic.outputs import check_output_dir, staged_output_dir
 from imagic.stages import (
     FinetuneRequest,
@@ -141,7 +142,8 @@ def start_edit(
     """Check the inputs, cheapest first, then open the edit's MLflow parent run.
 
     Nothing is loaded and no run is opened when the input image, the device, the shipped toy
-    weights or the store is unusable. A toy model warns about words it was never trained on.
+    weights, the sampler (for the model's schedule) or the store is unusable. A toy model warns
+    about words it was never trained on.
     `check_device=False` is for orchestrators whose stages run on other machines
     (a GPU the orchestrating process does not have is not an error there).
     """
@@ -150,6 +152,7 @@ def start_edit(
     image_bytes = read_input_image_bytes(spec.image)
     read_image(image_bytes, max_megapixels=spec.max_megapixels, name=spec.image)
     resolve_model(spec.model)  # the shipped toy weights: refused if missing or corrupt
+    check_scheduler_for_model(spec.model, spec.generate.scheduler)
     warn_unknown_words_for(spec.text, spec.model)
     artifact_store = open_store(store)
     artifact_store.check()

@@ -10,6 +10,7 @@ LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`). Either way a
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -183,12 +184,26 @@ def _load_failure_message(model: str, is_folder: bool, exc: BaseException) -> st
     )
 
 
-def sd1_ddim_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+def sd1_ddim_scheduler(
+    prediction_type: str = "epsilon", *, zero_terminal_snr: bool = False
+) -> DDIMScheduler:
     """SD 1.x's noise schedule (scaled-linear betas 0.00085-0.012) with DDIM sampling.
 
     What the models this project builds itself (the tiny random one, the toy one) sample with,
     so every code path sees the same schedule as on a real SD 1.x checkpoint.
+
+    `zero_terminal_snr` applies Lin et al. 2023 ("Common Diffusion Noise Schedules and Sample
+    Steps Are Flawed"): the betas are rescaled so the last training step is pure noise, and
+    sampling starts there ("trailing" timesteps). SD 1.x's own schedule leaves about 7 % of the
+    image in x_T, so a model can learn where an object is from that leak instead of from the
+    text, and then ignores position words when sampling starts from pure noise. It needs
+    v-prediction: at zero SNR the noise itself is all an epsilon model sees.
     """
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError(
+            f"prediction_type = {prediction_type!r} with zero_terminal_snr: at zero SNR an "
+            "epsilon model cannot recover the image; use prediction_type 'v_prediction'."
+        )
     return DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -197,14 +212,46 @@ def sd1_ddim_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
         set_alpha_to_one=False,
         steps_offset=1,
         prediction_type=prediction_type,
+        rescale_betas_zero_snr=zero_terminal_snr,
+        timestep_spacing="trailing" if zero_terminal_snr else "leading",
     )
 
 
 def make_scheduler(name: str, config: Any) -> SchedulerMixin:
     """Build sampling scheduler `name` from the model's scheduler config (keeps prediction type)."""
+    check_scheduler_fits(name, config)
+    return SCHEDULERS[name].from_config(config)
+
+
+def check_scheduler_fits(name: str, config: Any) -> None:
+    """Refuse an unknown sampler, or one that cannot follow the model's noise schedule."""
     if name not in SCHEDULERS:
         raise ModelLoadError(f"scheduler = {name!r}: unknown; use one of {sorted(SCHEDULERS)}.")
-    return SCHEDULERS[name].from_config(config)
+    scheduler_class = SCHEDULERS[name]
+    if config.get("rescale_betas_zero_snr") and not _supports_zero_terminal_snr(scheduler_class):
+        able = sorted(n for n, c in SCHEDULERS.items() if _supports_zero_terminal_snr(c))
+        raise ModelLoadError(
+            f"scheduler = {name!r}: this model was trained with a zero-terminal-SNR schedule "
+            f"(rescale_betas_zero_snr), which {scheduler_class.__name__} cannot represent, so "
+            f"it would sample a schedule the model never saw; use one of {able}."
+        )
+
+
+def check_scheduler_for_model(model: str, name: str) -> None:
+    """`check_scheduler_fits` before any stage runs, from a local model's scheduler config.
+
+    A hub model's config is only known once it is downloaded; it is checked when loaded.
+    """
+    config_file = Path(resolve_model(model)).expanduser() / "scheduler" / "scheduler_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    check_scheduler_fits(name, config)
+
+
+def _supports_zero_terminal_snr(scheduler_class: type[SchedulerMixin]) -> bool:
+    return "rescale_betas_zero_snr" in inspect.signature(scheduler_class.__init__).parameters
 
 
 def model_resolution(pipe: StableDiffusionPipeline) -> tuple[int, int]:

@@ -60,7 +60,16 @@ class ToyModelConfig(_Frozen):
     unet_layers_per_block: int = Field(1, gt=0)
     unet_attention_head_dim: int = Field(16, gt=0, description="Channels per attention head.")
     norm_num_groups: int = Field(16, gt=0, description="GroupNorm groups (divides all widths).")
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        "v_prediction", description="What the UNet predicts; zero_terminal_snr needs v."
+    )
+    zero_terminal_snr: bool = Field(
+        True,
+        description=(
+            "Rescale the schedule so x_T is pure noise (Lin et al. 2023): otherwise the model "
+            "reads object positions from the image left in x_T and never learns position words."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Self:
@@ -91,6 +100,12 @@ class ToyModelConfig(_Frozen):
                 )
         if self.text_hidden_size % self.text_heads:
             raise ValueError("text_hidden_size must be a multiple of text_heads")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ValueError(
+                f"prediction_type = {self.prediction_type!r} with zero_terminal_snr = True: at "
+                "zero SNR an epsilon model cannot recover the image; use 'v_prediction' or "
+                "set zero_terminal_snr to False"
+            )
         return self
 
     @property

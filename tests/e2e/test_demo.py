@@ -71,3 +71,14 @@ def test_demo_refuses_a_non_empty_out(
     assert main(["demo", "--no-tracking"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_demo_refuses_a_sampler_that_cannot_follow_the_toy_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--scheduler", "pndm", "--no-tracking"]) == 2
+    err = capsys.readouterr().err
+    assert "scheduler = 'pndm'" in err and "zero-terminal-SNR" in err and "'ddim'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / demo.DEMO_OUT).exists() and not (tmp_path / "imagic-data").exists()

@@ -31,6 +31,7 @@ from imagic.models import (
     model_resolution,
     prediction_type,
     save_finetuned_state,
+    sd1_ddim_scheduler,
 )
 from imagic.tiny_model import build_tiny_pipeline
 
@@ -144,6 +145,24 @@ def test_every_scheduler_keeps_the_model_config(name: str) -> None:
     assert scheduler.config.prediction_type == "v_prediction"
     assert scheduler.config.beta_end == pytest.approx(0.012)
     assert scheduler.config.num_train_timesteps == config.num_train_timesteps
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_zero_terminal_snr_survives_every_scheduler_or_is_refused(name: str) -> None:
+    config = sd1_ddim_scheduler("v_prediction", zero_terminal_snr=True).config
+    if name == "pndm":  # PNDM has no rescale_betas_zero_snr: it would sample another schedule
+        with pytest.raises(ModelLoadError, match=r"scheduler = 'pndm'.*zero-terminal-SNR.*'ddim'"):
+            make_scheduler(name, config)
+        return
+    scheduler = make_scheduler(name, config)
+    assert scheduler.config.rescale_betas_zero_snr is True
+    assert scheduler.config.timestep_spacing == "trailing"
+    assert float(scheduler.alphas_cumprod[-1]) < 1e-6  # x_T is pure noise
+
+
+def test_zero_terminal_snr_needs_v_prediction() -> None:
+    with pytest.raises(ValueError, match="prediction_type = 'epsilon' with zero_terminal_snr"):
+        sd1_ddim_scheduler("epsilon", zero_terminal_snr=True)
 
 
 def test_unknown_scheduler_is_refused(tiny_model_dir: Path) -> None:

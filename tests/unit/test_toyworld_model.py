@@ -143,6 +143,17 @@ def test_bad_model_shapes_are_refused() -> None:
         ToyModelConfig(unet_attention=(True, True))
     with pytest.raises(ValueError, match="no level with cross-attention"):
         ToyModelConfig(unet_attention=(False, False, False))
+    with pytest.raises(ValueError, match="'epsilon' with zero_terminal_snr = True"):
+        ToyModelConfig(prediction_type="epsilon")
+    ToyModelConfig(prediction_type="epsilon", zero_terminal_snr=False)  # SD 1.x's own schedule
+
+
+def test_the_toy_schedule_ends_in_pure_noise() -> None:
+    scheduler = build_toy_pipeline().scheduler
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert float(scheduler.alphas_cumprod[-1]) < 1e-6
+    scheduler.set_timesteps(25)
+    assert int(scheduler.timesteps[0]) == 999  # sampling starts where training saw pure noise
 
 
 def test_levels_without_attention_are_plain_blocks() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
@@ -16,11 +17,13 @@ from imagic.config import EditSpec
 from imagic.errors import ModelLoadError
 from imagic.models import load_pipeline, model_fingerprint
 from imagic.toyworld import demo, shipped
+from imagic.toyworld.adherence import check_sample
 from imagic.toyworld.checksums import CHECKSUMS_FILE, sha256_file
 from imagic.toyworld.config import ToyModelConfig
 from imagic.toyworld.model import build_toy_pipeline
-from imagic.toyworld.scenes import render_array
+from imagic.toyworld.scenes import Scene, SceneObject, canonical_caption, render_array
 from imagic.toyworld.tokenizer import unknown_words
+from imagic.toyworld.vocabulary import POSITIONS
 
 MAX_SHIPPED_BYTES = 20 * 1000 * 1000
 
@@ -50,6 +53,8 @@ def test_shipped_model_loads_with_imagic_and_with_diffusers() -> None:
     assert pipe.tokenizer.get_vocab() == reference.tokenizer.get_vocab()
     plain = StableDiffusionPipeline.from_pretrained(shipped.SHIPPED_DIR)
     assert plain.unet.config.sample_size == ToyModelConfig().latent_size
+    for key in ("prediction_type", "rescale_betas_zero_snr", "timestep_spacing", "beta_schedule"):
+        assert plain.scheduler.config[key] == reference.scheduler.config[key], key
 
 
 def test_fingerprint_of_the_id_is_the_fingerprint_of_the_folder() -> None:
@@ -126,3 +131,29 @@ def test_the_shipped_demo_input_is_the_demo_scene() -> None:
 def test_the_demo_text_describes_the_edited_scene_in_known_words() -> None:
     assert demo.DEMO_TEXT == "a large red circle on the left on a white background"
     assert unknown_words(demo.DEMO_TEXT) == []
+
+
+def test_position_words_move_the_object() -> None:
+    """The shipped model puts a lone object where its caption says, for every position word.
+
+    The first shipped weights failed this: under SD 1.x's schedule they read positions from the
+    image left in x_T and ignored "left", "top" and the rest (`imagic.toyworld.model`).
+    """
+    pipe = load_pipeline(shipped.SHIPPED_MODEL)
+    pipe.set_progress_bar_config(disable=True)
+    scenes = [
+        Scene("white", "plain", (SceneObject("circle", "red", "large", position),))
+        for position in POSITIONS
+    ]
+    images = pipe(
+        [canonical_caption(scene) for scene in scenes],
+        num_inference_steps=demo.DEMO_STEPS_C,
+        guidance_scale=demo.DEMO_GUIDANCE,
+        generator=[torch.Generator().manual_seed(0) for _ in scenes],
+        output_type="np",
+    ).images
+    results = [
+        check_sample((np.clip(image, 0, 1) * 255).round().astype(np.uint8), scene)
+        for image, scene in zip(images, scenes, strict=True)
+    ]
+    assert [result.position for result in results] == [True] * len(POSITIONS), results
