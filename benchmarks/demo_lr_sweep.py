@@ -18,12 +18,12 @@ The JSON goes to stdout (and to --out); progress lines go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report import emit
 from toy_quality import log, psnr, run_toy_edit
 
 from imagic.toyworld import demo
@@ -78,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for rate in args.lr:
         rates.append(sweep_rate(args.model, rate))
         log(f"lr {rate:g}: {rates[-1]}")
-    text = json.dumps({"model": args.model, "demo_lr_b": demo.DEMO_LR_B, "rates": rates}, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit({"model": args.model, "demo_lr_b": demo.DEMO_LR_B, "rates": rates}, args.out)
     return 0
 
 

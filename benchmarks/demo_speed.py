@@ -16,7 +16,6 @@ The JSON goes to stdout (and to --out); progress lines go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from report import emit
 
 IMPORTS = "import imagic.edit, imagic.tracking, mlflow"
 
@@ -79,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "goal_seconds": 60,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import resource
@@ -48,6 +47,7 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import StableDiffusionPipeline
+from report import emit
 
 from imagic.config import FinetuneParams, GenerateParams, OptimizeParams
 from imagic.device import Runtime, peak_memory_tracking, resolve_runtime
@@ -483,11 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImagicError as exc:
         log(f"error: {exc}")
         return 2
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from report import emit
 
 from imagic.config import EditSpec
 from imagic.edit import run_edit
@@ -282,10 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "edits": edits,
         }
     report["seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 
