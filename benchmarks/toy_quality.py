@@ -2,11 +2,12 @@
 
 Usage:
     python benchmarks/toy_quality.py [--model imagic:toy] [--captions 200] [--edits 6]
-                                     [--grid docs/toy-samples.png] [--out FILE.json]
+                                     [--guidance 4] [--grid docs/toy-samples.png]
+                                     [--out FILE.json]
 
 1. Caption adherence. `--captions` held-out scenes (seeds from EVAL_SEED_START + 500000, a
    range neither training nor the training grids use), each captioned with a random
-   paraphrase; one sample per caption (seed = its index, 25 DDIM steps, guidance 4); each
+   paraphrase; one sample per caption (seed = its index, 25 DDIM steps, `--guidance`); each
    sample is checked by `imagic.toyworld.adherence.check_sample` against its scene (colour,
    shape and position of every object). Two reference rates from the same checker and scenes
    frame the figure: the ground-truth renders (what a perfect model scores: the checker's own
@@ -75,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=SHIPPED_MODEL, help="toy model folder or imagic:toy")
     parser.add_argument("--captions", type=int, default=200, help="held-out captions to sample")
     parser.add_argument("--edits", type=int, default=6, help="Imagic edits to run (0: none)")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=demo.DEMO_GUIDANCE,
+        help="classifier-free guidance of the caption samples (the edits keep the demo's)",
+    )
     parser.add_argument("--grid", type=Path, help="write the sample grid (PNG) here")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     return parser.parse_args(argv)
@@ -116,7 +123,9 @@ def _summary(results: list[AdherenceResult]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def sample_captions(pipe: Any, texts: list[str], first_seed: int) -> list[np.ndarray]:
+def sample_captions(
+    pipe: Any, texts: list[str], first_seed: int, guidance: float
+) -> list[np.ndarray]:
     """One sample per text, seed = first_seed + its index, so any subset reproduces."""
     images: list[np.ndarray] = []
     for start in range(0, len(texts), BATCH):
@@ -127,7 +136,7 @@ def sample_captions(pipe: Any, texts: list[str], first_seed: int) -> list[np.nda
         out = pipe(
             chunk,
             num_inference_steps=SAMPLE_STEPS,
-            guidance_scale=demo.DEMO_GUIDANCE,
+            guidance_scale=guidance,
             generator=generators,
             output_type="np",
         ).images
@@ -136,14 +145,16 @@ def sample_captions(pipe: Any, texts: list[str], first_seed: int) -> list[np.nda
     return images
 
 
-def caption_adherence(model: str, count: int, grid_path: Path | None) -> dict[str, Any]:
+def caption_adherence(
+    model: str, count: int, guidance: float, grid_path: Path | None
+) -> dict[str, Any]:
     pipe = load_pipeline(model)
     scenes = [sample_scene(SCENE_SEED_START + index) for index in range(count)]
     texts = [
         caption(scene, random.Random(SCENE_SEED_START + index))
         for index, scene in enumerate(scenes)
     ]
-    samples = sample_captions(pipe, texts, first_seed=0)
+    samples = sample_captions(pipe, texts, first_seed=0, guidance=guidance)
     results = [check_sample(image, scene) for image, scene in zip(samples, scenes, strict=True)]
     truth = [check_sample(render_array(scene), scene) for scene in scenes]
     shifted = scenes[1:] + scenes[:1]
@@ -161,12 +172,13 @@ def caption_adherence(model: str, count: int, grid_path: Path | None) -> dict[st
         ]
         title = (
             f"{model}: held-out captions, one sample each ({SAMPLE_STEPS} DDIM steps, "
-            f"guidance {demo.DEMO_GUIDANCE})"
+            f"guidance {guidance:g})"
         )
         grid_path.parent.mkdir(parents=True, exist_ok=True)
         caption_grid(cells, title=title, columns=4).save(grid_path)
     return {
         "captions": count,
+        "guidance": guidance,
         "samples": _summary(results),
         "reference_ground_truth_renders": _summary(truth),
         "reference_mismatched_captions": _summary(mismatched),
@@ -271,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     report: dict[str, Any] = {"model": args.model, "torch_threads": torch.get_num_threads()}
     started = time.perf_counter()
-    report["caption_adherence"] = caption_adherence(args.model, args.captions, args.grid)
+    report["caption_adherence"] = caption_adherence(
+        args.model, args.captions, args.guidance, args.grid
+    )
     if args.edits:
         edits = imagic_edits(args.model, args.edits)
         psnrs = [item["eta0_psnr_db"] for item in edits]
