@@ -9,10 +9,10 @@ Usage:
    range neither training nor the training grids use), each captioned with a random
    paraphrase; one sample per caption (seed = its index, 25 DDIM steps, `--guidance`); each
    sample is checked by `imagic.toyworld.adherence.check_sample` against its scene (colour,
-   shape and position of every object). Two reference rates from the same checker and scenes
-   frame the figure: the ground-truth renders (what a perfect model scores: the checker's own
-   ceiling) and the samples checked against the *next* scene's caption (what ignoring the
-   text would score). The first 16 samples, each under its caption, go to `--grid`.
+   shape and position of every object). Three reference rates from the same checker and scenes
+   frame the figure: the ground-truth renders (the checker's own ceiling), the same renders
+   through the model's VAE and back (the ceiling of any UNet decoded by this VAE), and the
+   samples checked against the *next* scene's caption (what ignoring the text would score). The first 16 samples, each under its caption, go to `--grid`.
 2. Imagic on the toy model. `--edits` edits: the demo's, then a seeded `sample_edit` of
    held-out scenes, all run by `imagic.edit.run_edit` with the demo's settings (A 200, B 300
    steps, C 25 steps, guidance 4) and etas 0, 0.6 ... 1.0, seed 0. Reported per edit: PSNR of
@@ -157,6 +157,9 @@ def caption_adherence(
     samples = sample_captions(pipe, texts, first_seed=0, guidance=guidance)
     results = [check_sample(image, scene) for image, scene in zip(samples, scenes, strict=True)]
     truth = [check_sample(render_array(scene), scene) for scene in scenes]
+    round_trip = [
+        check_sample(vae_reconstruction(pipe, render_array(scene)), scene) for scene in scenes
+    ]
     shifted = scenes[1:] + scenes[:1]
     mismatched = [check_sample(image, other) for image, other in zip(samples, shifted, strict=True)]
     by_kind: dict[str, list[AdherenceResult]] = {}
@@ -181,6 +184,7 @@ def caption_adherence(
         "guidance": guidance,
         "samples": _summary(results),
         "reference_ground_truth_renders": _summary(truth),
+        "reference_vae_round_trip": _summary(round_trip),
         "reference_mismatched_captions": _summary(mismatched),
         "samples_by_scene_kind": {kind: _summary(items) for kind, items in sorted(by_kind.items())},
         "failures": [
