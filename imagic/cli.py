@@ -223,7 +223,8 @@ def _add_toy_command(commands: Any) -> None:
         "train",
         help="train the toy model from scratch (resumable)",
         description="Phase a trains the VAE on rendered scenes, phase b the text encoder and "
-        "UNet on (caption, latent) pairs. Checkpoints go to OUT/checkpoints; rerunning the same "
+        "UNet on (caption, latent) pairs, phase c fine-tunes the VAE decoder (the latents stay "
+        "the same). Checkpoints go to OUT/checkpoints; rerunning the same "
         "command resumes from the newest. Writes OUT/losses.json, OUT/grid.png and the fp16 "
         "diffusers pipeline OUT/model (with checksums.json).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -232,6 +233,7 @@ def _add_toy_command(commands: Any) -> None:
     for flag, name, kind, text in (
         ("--vae-steps", "vae_steps", int, "phase a (VAE) steps"),
         ("--unet-steps", "unet_steps", int, "phase b (text encoder + UNet) steps"),
+        ("--decoder-steps", "decoder_steps", int, "phase c (VAE decoder fine-tuning) steps"),
         ("--batch-size", "batch_size", int, "scenes per step"),
         ("--seed", "seed", int, "seed of weights, data, noise and timesteps"),
         ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints and grids"),
@@ -383,7 +385,8 @@ def _run_toy_train_command(args: argparse.Namespace) -> int:
     data = {
         name: getattr(args, name)
         for name in (
-            "out", "vae_steps", "unet_steps", "batch_size", "seed", "checkpoint_every",
+            "out", "vae_steps", "unet_steps", "decoder_steps", "batch_size", "seed",
+            "checkpoint_every",
             "grid_size", "sample_steps", "device", "precision", "resume",
         )
     }  # fmt: skip

@@ -119,13 +119,17 @@ class ToyTrainParams(_Frozen):
 
     The recipe (`RECIPE_FIELDS`: seed, batch size, learning rates, model, ...) is fixed when a
     training folder is created; resuming with a different recipe is refused, because the result
-    would match neither recipe. Step counts, the checkpoint interval, the device and the sample
-    grid's settings may change between runs of one folder.
+    would match neither recipe. Phase c's step count is part of it (its learning rate decays to
+    0 at its last step). The other step counts, the checkpoint interval, the device and the
+    sample grid's settings may change between runs of one folder.
     """
 
     out: str = Field(description="Training folder: checkpoints, samples, losses.json, model/.")
     vae_steps: PositiveInt = Field(4000, description="Phase a: VAE optimizer steps.")
     unet_steps: PositiveInt = Field(9000, description="Phase b: text encoder + UNet steps.")
+    decoder_steps: Annotated[int, Field(ge=0)] = Field(
+        1500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
+    )
     batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (both phases).")
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
         0, description="Seed of the initial weights, the scenes, captions, noise and timesteps."
@@ -148,6 +152,16 @@ class ToyTrainParams(_Frozen):
     )
     vae_learning_rate: PositiveFloat = Field(1e-3, description="Phase a AdamW learning rate.")
     unet_learning_rate: PositiveFloat = Field(5e-4, description="Phase b AdamW learning rate.")
+    decoder_learning_rate: PositiveFloat = Field(
+        5e-4, description="Phase c AdamW peak learning rate, decayed to 0 at its last step."
+    )
+    decoder_object_weight: Annotated[float, Field(ge=1)] = Field(
+        3.0,
+        description=(
+            "Phase c: weight of an object's pixels in the squared error, against 1 for the "
+            "background, so small shapes and thin limbs count (see imagic.toyworld.train)."
+        ),
+    )
     warmup_steps: Annotated[int, Field(ge=0)] = Field(
         200, description="Linear learning-rate warm-up at the start of each phase."
     )
@@ -166,6 +180,7 @@ class ToyTrainParams(_Frozen):
 
 
 RECIPE_FIELDS: tuple[str, ...] = (
+    "decoder_steps",
     "batch_size",
     "seed",
     "vae_learning_rate",
@@ -176,6 +191,8 @@ RECIPE_FIELDS: tuple[str, ...] = (
     "kl_weight",
     "caption_dropout",
     "ema_decay",
+    "decoder_learning_rate",
+    "decoder_object_weight",
     "model",
 )
 """Fields that must stay the same for a training folder's whole life (see ToyTrainParams)."""
@@ -184,6 +201,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "out": "--out",
     "vae_steps": "--vae-steps",
     "unet_steps": "--unet-steps",
+    "decoder_steps": "--decoder-steps",
     "batch_size": "--batch-size",
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",

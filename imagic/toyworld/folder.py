@@ -7,8 +7,10 @@ torch is imported, in well under a second.
 Layout (`--out`):
 
     train_config.json       the latest run's parameters; marks the folder as resumable
-    checkpoints/            vae-0001000.pt, unet-0002000.pt ... (the newest `keep_checkpoints`)
-    samples/                a grid per checkpoint: VAE reconstructions, then text-to-image
+    checkpoints/            vae-0001000.pt, unet-0002000.pt, decoder-0000500.pt ... (the newest
+                            `keep_checkpoints`)
+    samples/                a grid per checkpoint: VAE reconstructions, text-to-image samples,
+                            then reconstructions by the fine-tuned decoder
     losses.json             per phase, one entry per step
     grid.png                held-out captions, their true scene and a sample of the final model
     model/                  the diffusers pipeline, fp16 safetensors, with checksums.json
@@ -32,7 +34,7 @@ SAMPLES_DIR = "samples"
 LOSSES_FILE = "losses.json"
 GRID_FILE = "grid.png"
 MODEL_DIR = "model"
-PHASES = ("vae", "unet")
+PHASES = ("vae", "unet", "decoder")
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:

@@ -46,6 +46,16 @@ def test_non_positive_counts_are_refused(
     assert not out.exists()
 
 
+def test_negative_decoder_steps_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0 is allowed (no phase c), a negative count is not."""
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--decoder-steps", "-1"]
+    _refused(argv, capsys, "decoder_steps (--decoder-steps) = -1", "greater than or equal to 0")
+    assert not out.exists()
+
+
 def test_every_bad_flag_is_reported_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,11 +9,13 @@ here are a few steps at batch 4 on the CPU.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -37,7 +39,12 @@ from imagic.toyworld.tokenizer import (
     warn_unknown_words,
     write_tokenizer_files,
 )
-from imagic.toyworld.train import ToyTrainResult, train_toy_model
+from imagic.toyworld.train import (
+    ToyTrainResult,
+    decoder_batch,
+    learning_rate,
+    train_toy_model,
+)
 from imagic.toyworld.vocabulary import TEMPLATES, vocabulary
 
 # --- tokenizer ----------------------------------------------------------------------------------
@@ -227,6 +234,7 @@ FEW_STEPS = {
     "model": NARROW,
     "vae_steps": 3,
     "unet_steps": 3,
+    "decoder_steps": 3,
     "batch_size": 4,
     "checkpoint_every": 2,
     "grid_size": 2,
@@ -259,7 +267,7 @@ def _train(out: Path, stop_at: tuple[str, int] | None = None, **overrides: objec
 def reference(tmp_path_factory: pytest.TempPathFactory) -> ToyTrainResult:
     """An uninterrupted few-step run: what every resumed run must reproduce exactly."""
     result, ran = _train(tmp_path_factory.mktemp("toy-train") / "ref")
-    assert ran == [("vae", 1), ("vae", 2), ("vae", 3), ("unet", 1), ("unet", 2), ("unet", 3)]
+    assert ran == [(phase, step) for phase in ("vae", "unet", "decoder") for step in (1, 2, 3)]
     return result
 
 
@@ -269,6 +277,7 @@ def test_a_short_run_writes_model_losses_grid_and_checksums(reference: ToyTrainR
     losses = json.loads(reference.losses.read_text())
     assert [record["step"] for record in losses["vae"]] == [1, 2, 3]
     assert [record["step"] for record in losses["unet"]] == [1, 2, 3]
+    assert [record["step"] for record in losses["decoder"]] == [1, 2, 3]
     assert {"loss", "mse", "kl"} <= set(losses["vae"][0])
     grid = Image.open(reference.grid)
     assert grid.width >= 2 * 2 * 64 and grid.height > 2 * 64  # 2 cells of truth | sample
@@ -276,9 +285,11 @@ def test_a_short_run_writes_model_losses_grid_and_checksums(reference: ToyTrainR
     pipe = load_pipeline(str(reference.model_dir))
     assert pipe.vae.config.scaling_factor != pytest.approx(0.18215)  # measured, not SD's
     names = [path.name for path in list_checkpoints(out)]
-    assert names == ["unet-0000002.pt", "unet-0000003.pt"]  # the newest two are kept
+    assert names == ["decoder-0000002.pt", "decoder-0000003.pt"]  # the newest two are kept
     samples = sorted(path.name for path in (out / "samples").iterdir())
-    assert samples == ["unet-0000002.png", "unet-0000003.png", "vae-0000002.png", "vae-0000003.png"]
+    assert samples == [
+        f"{phase}-{step:07d}.png" for phase in ("decoder", "unet", "vae") for step in (2, 3)
+    ]
     assert not [path for path in out.rglob(".*")]  # no temporary or staging leftovers
 
 
@@ -293,9 +304,13 @@ def test_an_interrupted_run_resumes_exactly(reference: ToyTrainResult, tmp_path:
     assert result is None and ran == [("vae", 3), ("unet", 1), ("unet", 2)]  # not from vae 1
     assert list_checkpoints(out)[-1].name == "unet-0000002.pt"
 
+    result, ran = _train(out, stop_at=("decoder", 2))
+    assert result is None and ran == [("unet", 3), ("decoder", 1), ("decoder", 2)]
+    assert list_checkpoints(out)[-1].name == "decoder-0000002.pt"
+
     result, ran = _train(out)
-    assert result is not None and result.resumed_from == ("unet", 2)
-    assert ran == [("unet", 3)]
+    assert result is not None and result.resumed_from == ("decoder", 2)
+    assert ran == [("decoder", 3)]
     assert result.losses.read_text() == reference.losses.read_text()
     ours = json.loads((result.model_dir / CHECKSUMS_FILE).read_text())
     theirs = json.loads((reference.model_dir / CHECKSUMS_FILE).read_text())
@@ -305,7 +320,7 @@ def test_an_interrupted_run_resumes_exactly(reference: ToyTrainResult, tmp_path:
 def test_a_finished_folder_reruns_without_training(reference: ToyTrainResult) -> None:
     before = (reference.model_dir / CHECKSUMS_FILE).read_text()
     result, ran = _train(reference.out_dir)
-    assert ran == [] and result.resumed_from == ("unet", 3)
+    assert ran == [] and result.resumed_from == ("decoder", 3)
     assert (result.model_dir / CHECKSUMS_FILE).read_text() == before
 
 
@@ -323,6 +338,41 @@ def test_resuming_with_another_recipe_or_fewer_steps_is_refused(
         _train(reference.out_dir, unet_steps=2)
     with pytest.raises(InvalidParamsError, match=r"--vae-steps\) = 5.*Pass --vae-steps 3"):
         _train(reference.out_dir, vae_steps=5)
+    with pytest.raises(InvalidParamsError, match=r"--unet-steps\) = 4.*has started phase c"):
+        _train(reference.out_dir, unet_steps=4)  # the decoder was tuned after 3 UNet steps
+    with pytest.raises(InvalidParamsError, match=r"--decoder-steps\) = 5, but .* started with 3"):
+        _train(reference.out_dir, decoder_steps=5)  # its learning rate decays to 0 at its end
+
+
+def test_phase_c_changes_the_decoder_only(reference: ToyTrainResult, tmp_path: Path) -> None:
+    """The fine-tuned decoder is a drop-in: encoder (so the latents), text encoder, UNet equal."""
+    without, _ = _train(tmp_path / "no-phase-c", decoder_steps=0)
+    ours = json.loads((reference.model_dir / CHECKSUMS_FILE).read_text())
+    theirs = json.loads((without.model_dir / CHECKSUMS_FILE).read_text())
+    assert {k: v for k, v in ours.items() if not k.startswith("vae/")} == {
+        k: v for k, v in theirs.items() if not k.startswith("vae/")
+    }
+    name = "vae/diffusion_pytorch_model.safetensors"
+    tuned, plain = load_file(reference.model_dir / name), load_file(without.model_dir / name)
+    changed = {key for key in tuned if not torch.equal(tuned[key], plain[key])}
+    assert changed and all(key.startswith(("decoder.", "post_quant_conv.")) for key in changed)
+
+
+def test_decoder_batch_weighs_object_pixels() -> None:
+    images, weights = decoder_batch(seed=0, step=1, batch_size=4, object_weight=10.0, image_size=64)
+    assert images.shape == (4, 64, 64, 3) and weights.shape == (4, 64, 64)
+    assert weights.mean() == pytest.approx(1.0)
+    values = np.unique(weights.round(5))
+    assert len(values) == 2 and values[1] / values[0] == pytest.approx(10.0, rel=1e-4)
+
+
+def test_learning_rate_warms_up_then_stays_or_decays_to_zero() -> None:
+    assert learning_rate(1.0, 1, warmup=100) == pytest.approx(0.01)
+    assert learning_rate(1.0, 100, warmup=100) == learning_rate(1.0, 5000, warmup=100) == 1.0
+    decayed = [learning_rate(1.0, step, 100, decay_until=1000) for step in range(100, 1001)]
+    assert decayed[0] == 1.0 and decayed[450] == pytest.approx(0.5)  # half way
+    assert decayed[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(later <= earlier for earlier, later in itertools.pairwise(decayed))
 
 
 def test_no_resume_starts_a_training_folder_over(tmp_path: Path) -> None:
