@@ -130,7 +130,7 @@ class ToyTrainParams(_Frozen):
     decoder_steps: Annotated[int, Field(ge=0)] = Field(
         1500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
     )
-    batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (both phases).")
+    batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (every phase).")
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
         0, description="Seed of the initial weights, the scenes, captions, noise and timesteps."
     )
