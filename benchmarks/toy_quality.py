@@ -12,7 +12,8 @@ Usage:
    shape and position of every object). Three reference rates from the same checker and scenes
    frame the figure: the ground-truth renders (the checker's own ceiling), the same renders
    through the model's VAE and back (the ceiling of any UNet decoded by this VAE), and the
-   samples checked against the *next* scene's caption (what ignoring the text would score). The first 16 samples, each under its caption, go to `--grid`.
+   samples checked against the *next* scene's caption (what ignoring the text would score).
+   The first 16 samples, each under its caption, go to `--grid`.
 2. Imagic on the toy model. `--edits` edits: the demo's, then a seeded `sample_edit` of
    held-out scenes, all run by `imagic.edit.run_edit` with the demo's settings (A 200, B 300
    steps, C 25 steps, guidance 4) and etas 0, 0.6 ... 1.0, seed 0. Reported per edit: PSNR of
