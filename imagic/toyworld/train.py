@@ -372,18 +372,14 @@ class ToyTrainer:
                 "to continue it (once the UNet phase started, the VAE whose latents it learns "
                 "cannot change), or --no-resume to start over."
             )
-        if unet_done > self.params.unet_steps:
+        tuned = bool(steps.get("decoder"))  # phase c started: the UNet must stay as it is
+        if unet_done > self.params.unet_steps or (tuned and unet_done != self.params.unet_steps):
+            started = " and has started phase c, which tunes the decoder after it" if tuned else ""
             raise InvalidParamsError(
                 f"unet_steps (--unet-steps) = {self.params.unet_steps}: the checkpoint "
-                f"'{path.name}' already has {unet_done} UNet steps; pass --unet-steps "
-                f"{unet_done} or more to continue it, or --no-resume to start over."
-            )
-        if steps.get("decoder") and unet_done != self.params.unet_steps:
-            raise InvalidParamsError(
-                f"unet_steps (--unet-steps) = {self.params.unet_steps}: the checkpoint "
-                f"'{path.name}' has {unet_done} UNet steps and has started phase c, which "
-                f"fine-tunes the decoder after the UNet. Pass --unet-steps {unet_done} to "
-                "continue it, or --no-resume to start over."
+                f"'{path.name}' already has {unet_done} UNet steps{started}; pass --unet-steps "
+                f"{unet_done}{'' if tuned else ' or more'} to continue it, or --no-resume to "
+                "start over."
             )
 
     # -- phase a: the VAE ---------------------------------------------------------------------
