@@ -13,7 +13,8 @@ Usage:
    frame the figure: the ground-truth renders (the checker's own ceiling), the same renders
    through the model's VAE and back (the ceiling of any UNet decoded by this VAE), and the
    samples checked against the *next* scene's caption (what ignoring the text would score).
-   The first 16 samples, each under its caption, go to `--grid`.
+   The rates are also split by kind of scene and by shape (samples and round trip), which
+   shows where detail is lost. The first 16 samples, each under its caption, go to `--grid`.
 2. Imagic on the toy model. `--edits` edits: the demo's, then a seeded `sample_edit` of
    held-out scenes, all run by `imagic.edit.run_edit` with the demo's settings (A 200, B 300
    steps, C 25 steps, guidance 4) and etas 0, 0.6 ... 1.0, seed 0. Reported per edit: PSNR of
@@ -123,6 +124,21 @@ def _summary(results: list[AdherenceResult]) -> dict[str, Any]:
     return {key: round(value, 4) for key, value in adherence_rate(results).items()}
 
 
+def _grouped(groups: list[list[str]], results: list[AdherenceResult]) -> dict[str, Any]:
+    """Rates per group, with its sample count; a sample counts in each of its groups.
+
+    By shape, a scene with a star and a circle counts for both: it shows which shapes the
+    failures come with, which is where the model (or its VAE) loses detail.
+    """
+    members: dict[str, list[AdherenceResult]] = {}
+    for names, result in zip(groups, results, strict=True):
+        for name in names:
+            members.setdefault(name, []).append(result)
+    return {
+        name: {"count": len(items), **_summary(items)} for name, items in sorted(members.items())
+    }
+
+
 @torch.no_grad()
 def sample_captions(
     pipe: Any, texts: list[str], first_seed: int, guidance: float
@@ -163,12 +179,14 @@ def caption_adherence(
     ]
     shifted = scenes[1:] + scenes[:1]
     mismatched = [check_sample(image, other) for image, other in zip(samples, shifted, strict=True)]
-    by_kind: dict[str, list[AdherenceResult]] = {}
-    for scene, result in zip(scenes, results, strict=True):
-        kind = f"{len(scene.objects)} object(s)" + (
-            ", with a figure or face" if any(obj.posable for obj in scene.objects) else ""
-        )
-        by_kind.setdefault(kind, []).append(result)
+    kinds = [
+        [
+            f"{len(scene.objects)} object(s)"
+            + (", with a figure or face" if any(obj.posable for obj in scene.objects) else "")
+        ]
+        for scene in scenes
+    ]
+    shapes = [sorted({obj.shape for obj in scene.objects}) for scene in scenes]
     if grid_path is not None:
         cells = [
             (text, [Image.fromarray(image)])
@@ -187,7 +205,9 @@ def caption_adherence(
         "reference_ground_truth_renders": _summary(truth),
         "reference_vae_round_trip": _summary(round_trip),
         "reference_mismatched_captions": _summary(mismatched),
-        "samples_by_scene_kind": {kind: _summary(items) for kind, items in sorted(by_kind.items())},
+        "samples_by_scene_kind": _grouped(kinds, results),
+        "samples_by_shape": _grouped(shapes, results),
+        "vae_round_trip_by_shape": _grouped(shapes, round_trip),
         "failures": [
             {"caption": text, "reason": result.reason}
             for text, result in zip(texts, results, strict=True)

@@ -386,8 +386,7 @@ def _run_toy_train_command(args: argparse.Namespace) -> int:
         name: getattr(args, name)
         for name in (
             "out", "vae_steps", "unet_steps", "decoder_steps", "batch_size", "seed",
-            "checkpoint_every",
-            "grid_size", "sample_steps", "device", "precision", "resume",
+            "checkpoint_every", "grid_size", "sample_steps", "device", "precision", "resume",
         )
     }  # fmt: skip
     params = parse_params(ToyTrainParams, data, flags=TRAIN_FLAGS)  # before torch is imported
