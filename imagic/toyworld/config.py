@@ -126,9 +126,9 @@ class ToyTrainParams(_Frozen):
 
     out: str = Field(description="Training folder: checkpoints, samples, losses.json, model/.")
     vae_steps: PositiveInt = Field(4000, description="Phase a: VAE optimizer steps.")
-    unet_steps: PositiveInt = Field(9000, description="Phase b: text encoder + UNet steps.")
+    unet_steps: PositiveInt = Field(8000, description="Phase b: text encoder + UNet steps.")
     decoder_steps: Annotated[int, Field(ge=0)] = Field(
-        1500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
+        2500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
     )
     batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (every phase).")
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
@@ -153,7 +153,7 @@ class ToyTrainParams(_Frozen):
     vae_learning_rate: PositiveFloat = Field(1e-3, description="Phase a AdamW learning rate.")
     unet_learning_rate: PositiveFloat = Field(5e-4, description="Phase b AdamW learning rate.")
     decoder_learning_rate: PositiveFloat = Field(
-        5e-4, description="Phase c AdamW peak learning rate, decayed to 0 at its last step."
+        1e-3, description="Phase c AdamW peak learning rate, decayed to 0 at its last step."
     )
     decoder_object_weight: Annotated[float, Field(ge=1)] = Field(
         3.0,
