@@ -234,6 +234,7 @@ def _add_toy_command(commands: Any) -> None:
         ("--vae-steps", "vae_steps", int, "phase a (VAE) steps"),
         ("--unet-steps", "unet_steps", int, "phase b (text encoder + UNet) steps"),
         ("--decoder-steps", "decoder_steps", int, "phase c (VAE decoder fine-tuning) steps"),
+        ("--decoder-lr", "decoder_learning_rate", float, "phase c peak learning rate"),
         ("--batch-size", "batch_size", int, "scenes per step"),
         ("--seed", "seed", int, "seed of weights, data, noise and timesteps"),
         ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints and grids"),
@@ -385,8 +386,9 @@ def _run_toy_train_command(args: argparse.Namespace) -> int:
     data = {
         name: getattr(args, name)
         for name in (
-            "out", "vae_steps", "unet_steps", "decoder_steps", "batch_size", "seed",
-            "checkpoint_every", "grid_size", "sample_steps", "device", "precision", "resume",
+            "out", "vae_steps", "unet_steps", "decoder_steps", "decoder_learning_rate",
+            "batch_size", "seed", "checkpoint_every", "grid_size", "sample_steps", "device",
+            "precision", "resume",
         )
     }  # fmt: skip
     params = parse_params(ToyTrainParams, data, flags=TRAIN_FLAGS)  # before torch is imported

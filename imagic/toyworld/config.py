@@ -202,6 +202,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "vae_steps": "--vae-steps",
     "unet_steps": "--unet-steps",
     "decoder_steps": "--decoder-steps",
+    "decoder_learning_rate": "--decoder-lr",
     "batch_size": "--batch-size",
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",

@@ -14,6 +14,7 @@ import pytest
 import imagic.toyworld.folder
 from imagic.cli import main
 from imagic.toyworld.checksums import verify_checksums
+from imagic.toyworld.config import ToyTrainParams
 
 
 def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], *expected: str) -> str:
@@ -54,6 +55,35 @@ def test_negative_decoder_steps_are_refused(
     argv = ["--out", str(out), "--decoder-steps", "-1"]
     _refused(argv, capsys, "decoder_steps (--decoder-steps) = -1", "greater than or equal to 0")
     assert not out.exists()
+
+
+def test_a_non_positive_decoder_lr_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--decoder-lr", "0"]
+    _refused(argv, capsys, "decoder_learning_rate (--decoder-lr) = 0", "greater than 0")
+    assert not out.exists()
+
+
+def test_a_folder_started_with_another_decoder_lr_resumes_with_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder started under an earlier default: the refusal names the flag that resumes it.
+
+    The second call also changes --batch-size, so it stops at the recipe check (no training)
+    and shows that --decoder-lr was taken: only batch_size is reported as changed.
+    """
+    out = tmp_path / "run"
+    out.mkdir()
+    started = ToyTrainParams(out=str(out), decoder_learning_rate=1.234e-3)
+    config = json.dumps(started.model_dump(mode="json"))
+    (out / "train_config.json").write_text(config)
+    _refused(["--out", str(out)], capsys, "decoder_learning_rate (--decoder-lr) = ", "0.001234")
+    err = _refused(["--out", str(out), "--decoder-lr", "0.001234", "--batch-size", "4"], capsys)
+    assert "batch_size (--batch-size) = 4" in err
+    assert "decoder_learning_rate" not in err
+    assert (out / "train_config.json").read_text() == config
 
 
 def test_every_bad_flag_is_reported_at_once(
