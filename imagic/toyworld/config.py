@@ -153,7 +153,7 @@ class ToyTrainParams(_Frozen):
     vae_learning_rate: PositiveFloat = Field(1e-3, description="Phase a AdamW learning rate.")
     unet_learning_rate: PositiveFloat = Field(5e-4, description="Phase b AdamW learning rate.")
     decoder_learning_rate: PositiveFloat = Field(
-        1e-3, description="Phase c AdamW peak learning rate, decayed to 0 at its last step."
+        2e-3, description="Phase c AdamW peak learning rate, decayed to 0 at its last step."
     )
     decoder_object_weight: Annotated[float, Field(ge=1)] = Field(
         3.0,

@@ -170,9 +170,9 @@ def test_the_shipped_decoder_keeps_small_shapes() -> None:
     """Held-out scenes through the shipped VAE and back still show their colours and shapes.
 
     Phase c (`imagic.toyworld.train`) fine-tunes the decoder for this: the phase a decoder
-    passed 32 of these 60 scenes (small stars rounded, colours shifted, thin limbs lost), the
-    previous release's 1500-step phase c 41, the shipped 2500-step one at twice the learning
-    rate 45. The bar sits between the last two.
+    passed 32 of these 60 scenes (small stars rounded, colours shifted, thin limbs lost), a
+    1500-step phase c at a peak learning rate of 5e-4 41, 2500 steps at 1e-3 (the previous
+    release) 45, the shipped 2500 steps at 2e-3 50. The bar sits between the last two.
     """
     vae = load_pipeline(shipped.SHIPPED_MODEL).vae
     passed = 0
@@ -182,4 +182,4 @@ def test_the_shipped_decoder_keeps_small_shapes() -> None:
         decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample[0].clamp(-1, 1)
         image = ((decoded + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
         passed += check_sample(image, scene).ok
-    assert passed >= 43, f"{passed} of 60 scenes survive the VAE round trip"
+    assert passed >= 48, f"{passed} of 60 scenes survive the VAE round trip"
