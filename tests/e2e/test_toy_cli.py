@@ -47,22 +47,18 @@ def test_non_positive_counts_are_refused(
     assert not out.exists()
 
 
-def test_negative_decoder_steps_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """0 is allowed (no phase c), a negative count is not."""
-    out = tmp_path / "run"
-    argv = ["--out", str(out), "--decoder-steps", "-1"]
-    _refused(argv, capsys, "decoder_steps (--decoder-steps) = -1", "greater than or equal to 0")
-    assert not out.exists()
-
-
-def test_a_non_positive_decoder_lr_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "value", "field", "rule"),
+    [
+        ("--decoder-steps", "-1", "decoder_steps", "greater than or equal to 0"),  # 0: no phase c
+        ("--decoder-lr", "0", "decoder_learning_rate", "greater than 0"),
+    ],
+)
+def test_bad_phase_c_settings_are_refused(
+    flag: str, value: str, field: str, rule: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    argv = ["--out", str(out), "--decoder-lr", "0"]
-    _refused(argv, capsys, "decoder_learning_rate (--decoder-lr) = 0", "greater than 0")
+    _refused(["--out", str(out), flag, value], capsys, f"{field} ({flag}) = {value}", rule)
     assert not out.exists()
 
 
