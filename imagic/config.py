@@ -78,9 +78,13 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class _Params(BaseModel):
-    """Strict about unknown fields: a typo in a request must not silently fall back to a default."""
+    """Strict about unknown fields: a typo in a request must not silently fall back to a default.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    `inf` and `nan` are refused too: `--lr-a inf` passes "greater than 0" but would turn the
+    embedding to NaN a step later, after minutes of work.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OptimizeParams(_Params):

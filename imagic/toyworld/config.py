@@ -24,9 +24,10 @@ UnitInterval = Annotated[float, Field(ge=0, lt=1)]
 
 
 class _Frozen(BaseModel):
-    """Unknown fields are refused: a typo must not silently fall back to a default."""
+    """Unknown fields are refused: a typo must not silently fall back to a default; so are
+    `inf` and `nan`, which pass "greater than 0" but would train weights into NaN."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ToyModelConfig(_Frozen):

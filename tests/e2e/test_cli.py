@@ -220,6 +220,9 @@ def test_text_too_long(edit_args, capsys) -> None:
         ("--lr-a", "0", ["--lr-a", "greater than 0"]),
         ("--lr-b", "-0.00001", ["--lr-b", "-1e-05", "greater than 0"]),
         ("--guidance", "-1", ["--guidance", "-1", "greater than or equal to 0"]),
+        ("--lr-a", "inf", ["--lr-a", "inf", "finite number"]),  # > 0, yet NaN a step later
+        ("--guidance", "nan", ["--guidance", "nan", "finite number"]),
+        ("--eta", ["nan"], ["--eta", "nan", "finite number"]),
         ("--precision", "fp8", ["--precision", "'fp8'", "'bf16'"]),
         ("--device", "tpu", ["--device", "'tpu'", "cuda:N"]),
         ("--fit", "stretch", ["--fit", "'stretch'", "'crop' or 'pad'"]),

@@ -52,6 +52,7 @@ def test_non_positive_counts_are_refused(
     [
         ("--decoder-steps", "-1", "decoder_steps", "greater than or equal to 0"),  # 0: no phase c
         ("--decoder-lr", "0", "decoder_learning_rate", "greater than 0"),
+        ("--decoder-lr", "inf", "decoder_learning_rate", "finite number"),  # > 0, trains to NaN
     ],
 )
 def test_bad_phase_c_settings_are_refused(
