@@ -41,8 +41,11 @@ def generate(
 
     Pairs are batched `params.batch_size` at a time; each image gets its own CPU generator
     seeded with its seed, so an image depends on its seed alone, not on the batch it fell in
-    or on the device.
+    or on the device. The embeddings may sit on any device: `optimize_embedding` returns e_opt
+    on the CPU while `encode_text` leaves e_tgt on the model's device, and mixing the two
+    crashed on CUDA (found on an H100; the CLI's stages load both from the store instead).
     """
+    e_tgt, e_opt = e_tgt.to(runtime.device), e_opt.to(runtime.device)
     pipe.scheduler = make_scheduler(params.scheduler, pipe.scheduler.config)
     width, height = model_resolution(pipe)
     unconditional = pipe.encode_prompt(
@@ -52,9 +55,7 @@ def generate(
     results: list[GeneratedImage] = []
     for start in range(0, len(pairs), params.batch_size):
         batch = pairs[start : start + params.batch_size]
-        embeddings = torch.cat([interpolate_embedding(e_tgt, e_opt, eta) for eta, _ in batch]).to(
-            runtime.device
-        )
+        embeddings = torch.cat([interpolate_embedding(e_tgt, e_opt, eta) for eta, _ in batch])
         with runtime.autocast():
             images = pipe(
                 prompt_embeds=embeddings,
