@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One prepared run on a lent GPU machine (see benchmarks/README.md, "On a GPU"): the tests
+# marked `gpu`, the demo edit on CUDA in bf16 and in fp16, one default `imagic toy train`,
+# timed, and then the stage speeds against their same-run baselines. Everything it measures lands in $OUT: info.txt (the
+# machine, each step's exit code and wall time), the demo grids, stage_speed.json, train.log,
+# and, when training finishes before the deadline (BUDGET seconds after the start, less a minute
+# kept for the stage speeds), losses.json, the final grid and the trained model as a tarball.
+# It never stops at a failed step, so one call reports them all.
+#
+# DEVICE, PRECISIONS, BUDGET and the *_ARGS (extra flags) exist so the script itself can be tried
+# on a CPU before a GPU's scarce minutes go to it (tests/e2e/test_gpu_run.py does, with these):
+#   OUT=/tmp/gpu-out DEVICE=cpu PRECISIONS=fp32 DEMO_ARGS="--steps-a 2 --steps-b 2 --steps-c 2" \
+#     TRAIN_ARGS="--vae-steps 2 --unet-steps 2 --decoder-steps 2" \
+#     STAGE_ARGS="--steps 1 --repeats 1" benchmarks/gpu_run.sh
+set -u -o pipefail
+OUT=${OUT:?set OUT to the folder the results go to}
+DEVICE=${DEVICE:-cuda}
+PRECISIONS=${PRECISIONS:-bf16 fp16}
+DEADLINE=$(($(date +%s) + ${BUDGET:-560}))
+DEMO_ARGS=${DEMO_ARGS:-}
+TRAIN_ARGS=${TRAIN_ARGS:-}
+STAGE_ARGS=${STAGE_ARGS:-}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+note() { echo "$*" | tee -a "$OUT/info.txt"; }
+timed() {  # timed NAME COMMAND...: run it, note its exit code and wall seconds
+    local name=$1 start rc ms
+    shift
+    start=$(date +%s%N)
+    "$@"
+    rc=$?
+    ms=$((($(date +%s%N) - start) / 1000000))
+    note "$name rc=$rc seconds=$((ms / 1000)).$(printf %03d $((ms % 1000)))"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$OUT/info.txt" 2>&1
+note "$(python3 -c 'import torch, diffusers, transformers; print("torch", torch.__version__, "diffusers", diffusers.__version__, "transformers", transformers.__version__)')"
+
+# The tests marked `gpu` (tests/unit/test_method.py holds them): the stages on CUDA with autocast.
+timed gpu-tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/unit/test_method.py \
+    >"$WORK/gpu-tests.log" 2>&1
+tail -n 3 "$WORK/gpu-tests.log" >>"$OUT/info.txt"
+
+# shellcheck disable=SC2086  # the *_ARGS are lists of flags
+for precision in $PRECISIONS; do
+    timed "demo-$precision" python3 -m imagic demo --device "$DEVICE" --precision "$precision" \
+        --no-tracking --store "$WORK/store-$precision" --out "$WORK/demo-$precision" $DEMO_ARGS \
+        >"$WORK/demo-$precision.log" 2>&1
+    tail -n 5 "$WORK/demo-$precision.log" >>"$OUT/info.txt"
+    cp "$WORK/demo-$precision/grid.png" "$OUT/demo-$precision.png"
+done
+
+timed toy-train timeout $((DEADLINE - 60 - $(date +%s))) python3 -m imagic toy train --out "$WORK/toy" \
+    --device "$DEVICE" $TRAIN_ARGS 2>&1 | tr '\r' '\n' >"$OUT/train.log"
+cp "$WORK/toy/losses.json" "$WORK/toy/grid.png" "$OUT/" 2>/dev/null
+[ -d "$WORK/toy/model" ] && tar -C "$WORK/toy" -cf "$OUT/model.tar" model
+
+timed stage-speed timeout $((DEADLINE - $(date +%s))) python3 benchmarks/stage_speed.py \
+    --model imagic:toy --device "$DEVICE" --out "$OUT/stage_speed.json" $STAGE_ARGS \
+    >"$WORK/stage.log" 2>&1
+tail -n 5 "$WORK/stage.log" >>"$OUT/info.txt"
+tail -n 4 "$OUT/train.log"
+cat "$OUT/info.txt"
