@@ -129,7 +129,7 @@ class ToyTrainParams(_Frozen):
     vae_steps: PositiveInt = Field(4000, description="Phase a: VAE optimizer steps.")
     unet_steps: PositiveInt = Field(8000, description="Phase b: text encoder + UNet steps.")
     decoder_steps: Annotated[int, Field(ge=0)] = Field(
-        2500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
+        3500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
     )
     batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (every phase).")
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
