@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (see benchmarks/README.md, "On a GPU"): the tests
 # marked `gpu`, the demo edit on CUDA in bf16 and in fp16, one default `imagic toy train`,
-# timed, and then the stage speeds against their same-run baselines. Everything it measures lands in $OUT: info.txt (the
-# machine, each step's exit code and wall time), the demo grids, stage_speed.json, train.log,
-# and, when training finishes before the deadline (BUDGET seconds after the start, less a minute
-# kept for the stage speeds), losses.json, the final grid and the trained model as a tarball.
-# It never stops at a failed step, so one call reports them all.
+# timed, and then the stage speeds against their same-run baselines. What it measures lands in
+# $OUT: info.txt (the machine, each step's exit code and wall time), the demo grids,
+# stage_speed.json, train.log and, when training finishes before the deadline (BUDGET seconds
+# after the start, less a minute kept for the stage speeds), losses.json, the final grid and
+# the trained model as a tarball. It never stops at a failed step, so one call reports them all.
 #
 # DEVICE, PRECISIONS, BUDGET and the *_ARGS (extra flags) exist so the script itself can be tried
 # on a CPU before a GPU's scarce minutes go to it (tests/e2e/test_gpu_run.py does, with these):
@@ -21,6 +21,7 @@ DEMO_ARGS=${DEMO_ARGS:-}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 STAGE_ARGS=${STAGE_ARGS:-}
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -36,7 +37,8 @@ timed() {  # timed NAME COMMAND...: run it, note its exit code and wall seconds
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$OUT/info.txt" 2>&1
-note "$(python3 -c 'import torch, diffusers, transformers; print("torch", torch.__version__, "diffusers", diffusers.__version__, "transformers", transformers.__version__)')"
+note "$(python3 -c 'import torch, diffusers, transformers
+print(*(f"{m.__name__} {m.__version__}" for m in (torch, diffusers, transformers)))')"
 
 # The tests marked `gpu` (tests/unit/test_method.py holds them): the stages on CUDA with autocast.
 timed gpu-tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/unit/test_method.py \
@@ -52,8 +54,9 @@ for precision in $PRECISIONS; do
     cp "$WORK/demo-$precision/grid.png" "$OUT/demo-$precision.png"
 done
 
-timed toy-train timeout $((DEADLINE - 60 - $(date +%s))) python3 -m imagic toy train --out "$WORK/toy" \
-    --device "$DEVICE" $TRAIN_ARGS 2>&1 | tr '\r' '\n' >"$OUT/train.log"
+timed toy-train timeout $((DEADLINE - 60 - $(date +%s))) \
+    python3 -m imagic toy train --out "$WORK/toy" --device "$DEVICE" $TRAIN_ARGS 2>&1 |
+    tr '\r' '\n' >"$OUT/train.log"
 cp "$WORK/toy/losses.json" "$WORK/toy/grid.png" "$OUT/" 2>/dev/null
 [ -d "$WORK/toy/model" ] && tar -C "$WORK/toy" -cf "$OUT/model.tar" model
 
