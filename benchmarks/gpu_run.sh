@@ -26,11 +26,11 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 note() { echo "$*" | tee -a "$OUT/info.txt"; }
-timed() {  # timed NAME COMMAND...: run it, note its exit code and wall seconds
-    local name=$1 start rc ms
-    shift
+timed() {  # timed NAME LOG COMMAND...: run it, output to LOG; note exit code and wall seconds
+    local name=$1 log=$2 start rc ms
+    shift 2
     start=$(date +%s%N)
-    "$@"
+    "$@" >"$log" 2>&1
     rc=$?
     ms=$((($(date +%s%N) - start) / 1000000))
     note "$name rc=$rc seconds=$((ms / 1000)).$(printf %03d $((ms % 1000)))"
@@ -41,28 +41,29 @@ note "$(python3 -c 'import torch, diffusers, transformers
 print(*(f"{m.__name__} {m.__version__}" for m in (torch, diffusers, transformers)))')"
 
 # The tests marked `gpu` (tests/unit/test_method.py holds them): the stages on CUDA with autocast.
-timed gpu-tests python3 -m pytest -q -p no:cacheprovider -m gpu tests/unit/test_method.py \
-    >"$WORK/gpu-tests.log" 2>&1
+timed gpu-tests "$WORK/gpu-tests.log" \
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/unit/test_method.py
 tail -n 3 "$WORK/gpu-tests.log" >>"$OUT/info.txt"
 
 # shellcheck disable=SC2086  # the *_ARGS are lists of flags
 for precision in $PRECISIONS; do
-    timed "demo-$precision" python3 -m imagic demo --device "$DEVICE" --precision "$precision" \
-        --no-tracking --store "$WORK/store-$precision" --out "$WORK/demo-$precision" $DEMO_ARGS \
-        >"$WORK/demo-$precision.log" 2>&1
+    timed "demo-$precision" "$WORK/demo-$precision.log" \
+        python3 -m imagic demo --device "$DEVICE" --precision "$precision" --no-tracking \
+        --store "$WORK/store-$precision" --out "$WORK/demo-$precision" $DEMO_ARGS
     tail -n 5 "$WORK/demo-$precision.log" >>"$OUT/info.txt"
     cp "$WORK/demo-$precision/grid.png" "$OUT/demo-$precision.png"
 done
 
-timed toy-train timeout $((DEADLINE - 60 - $(date +%s))) \
-    python3 -m imagic toy train --out "$WORK/toy" --device "$DEVICE" $TRAIN_ARGS 2>&1 |
-    tr '\r' '\n' >"$OUT/train.log"
+# The log goes straight to $OUT, so even a call killed mid-run brings back how far it got.
+timed toy-train "$OUT/train.log" timeout $((DEADLINE - 60 - $(date +%s))) \
+    python3 -m imagic toy train --out "$WORK/toy" --device "$DEVICE" $TRAIN_ARGS
+tr '\r' '\n' <"$OUT/train.log" >"$WORK/train.log" && mv "$WORK/train.log" "$OUT/train.log"
 cp "$WORK/toy/losses.json" "$WORK/toy/grid.png" "$OUT/" 2>/dev/null
 [ -d "$WORK/toy/model" ] && tar -C "$WORK/toy" -cf "$OUT/model.tar" model
 
-timed stage-speed timeout $((DEADLINE - $(date +%s))) python3 benchmarks/stage_speed.py \
-    --model imagic:toy --device "$DEVICE" --out "$OUT/stage_speed.json" $STAGE_ARGS \
-    >"$WORK/stage.log" 2>&1
+timed stage-speed "$WORK/stage.log" timeout $((DEADLINE - $(date +%s))) \
+    python3 benchmarks/stage_speed.py --model imagic:toy --device "$DEVICE" \
+    --out "$OUT/stage_speed.json" $STAGE_ARGS
 tail -n 5 "$WORK/stage.log" >>"$OUT/info.txt"
 tail -n 4 "$OUT/train.log"
 cat "$OUT/info.txt"
