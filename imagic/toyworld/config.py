@@ -8,7 +8,7 @@ parser, and a bad flag is refused before torch is imported.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -163,6 +163,15 @@ class ToyTrainParams(_Frozen):
             "background, so small shapes and thin limbs count (see imagic.toyworld.train)."
         ),
     )
+    decoder_area_balance: Annotated[float, Field(ge=0, le=1)] = Field(
+        1.0,
+        description=(
+            "Phase c: 0 gives every object pixel decoder_object_weight, so a large square "
+            "outweighs a small stick figure 12 to 1; 1 gives an object smaller than 100 "
+            "pixels (at 64 px) the weight in all of a 100-pixel one (see "
+            "imagic.toyworld.train.decoder_batch)."
+        ),
+    )
     warmup_steps: Annotated[int, Field(ge=0)] = Field(
         200, description="Linear learning-rate warm-up at the start of each phase."
     )
@@ -194,9 +203,13 @@ RECIPE_FIELDS: tuple[str, ...] = (
     "ema_decay",
     "decoder_learning_rate",
     "decoder_object_weight",
+    "decoder_area_balance",
     "model",
 )
 """Fields that must stay the same for a training folder's whole life (see ToyTrainParams)."""
+
+RECIPE_BEFORE_FIELD: dict[str, Any] = {"decoder_area_balance": 0.0}
+"""What a folder whose train_config.json predates a recipe field was trained with."""
 
 TRAIN_FLAGS: dict[str, str] = {
     "out": "--out",
@@ -204,6 +217,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "unet_steps": "--unet-steps",
     "decoder_steps": "--decoder-steps",
     "decoder_learning_rate": "--decoder-lr",
+    "decoder_area_balance": "--decoder-area-balance",
     "batch_size": "--batch-size",
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from imagic.errors import InvalidParamsError, OutputDirError
-from imagic.toyworld.config import RECIPE_FIELDS, ToyTrainParams, field_label
+from imagic.toyworld.config import (
+    RECIPE_BEFORE_FIELD,
+    RECIPE_FIELDS,
+    ToyTrainParams,
+    field_label,
+)
 
 CONFIG_FILE = "train_config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -100,6 +105,7 @@ def prepare_training_folder(params: ToyTrainParams) -> Path:
 def _check_same_recipe(params: ToyTrainParams, stored: dict[str, Any], out: Path) -> None:
     """Refuse to resume with a recipe other than the one the folder was started with."""
     current = params.model_dump(mode="json")
+    stored = {**RECIPE_BEFORE_FIELD, **stored}
     changed = [field for field in RECIPE_FIELDS if stored.get(field) != current[field]]
     if changed:
         lines = [

@@ -11,8 +11,9 @@ b. with the VAE frozen, the text encoder and UNet learn DDPM noise prediction on
 c. with everything else frozen, the VAE decoder is fine-tuned, as Stability did for SD's
    "ft-MSE" decoder: the encoder and so the latents do not change, so the UNet stays valid and
    the new decoder is a drop-in. Its squared error weighs an object's pixels
-   `decoder_object_weight` times the background's. Objects cover a few percent of a scene, so
-   under phase a's plain mean the decoder had blurred small stars into circles, shifted small
+   `decoder_object_weight` times the background's, and (with `decoder_area_balance`) small
+   objects' pixels more than large ones'. Objects cover a few percent of a scene, so under
+   phase a's plain mean the decoder had blurred small stars into circles, shifted small
    objects' colours and dropped thin limbs: the shipped phase-a VAE gave back the right colour
    and shape in only about half of the held-out scenes (benchmarks/toy_quality.py).
 
@@ -76,6 +77,7 @@ from imagic.toyworld.scenes import (
 
 CHECKPOINT_FORMAT = 1
 SCALING_SCENES = 256  # scenes whose latents set the VAE scaling factor, as SD did with its data
+REFERENCE_OBJECT_SHARE = 100 / 64**2  # phase c: an object this share of the image keeps its weight
 
 StepHook = Callable[[str, int, float], None]
 """Called after every optimizer step (and its checkpoint) with (phase, step, loss)."""
@@ -115,20 +117,34 @@ def training_batch(
 
 
 def decoder_batch(
-    seed: int, step: int, batch_size: int, object_weight: float, image_size: int
+    seed: int,
+    step: int,
+    batch_size: int,
+    object_weight: float,
+    image_size: int,
+    area_balance: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images (B, H, W, 3) uint8, pixel weights (B, H, W)) of one phase c step.
 
-    A pixel under an object weighs `object_weight`, a background pixel 1; the weights are
-    divided by their mean, so the loss keeps the scale of a plain mean squared error.
+    A background pixel weighs 1 and a pixel under an object
+    `object_weight * max(1, reference area / object's area) ** area_balance`. With
+    `area_balance` 0 every object pixel weighs `object_weight`, so a large square (about 290
+    pixels at 64 px) counts 12 times as much as a small stick figure (25), whose 1-pixel limbs
+    the decoder then blurs into a triangle. With 1, an object smaller than the reference
+    (`REFERENCE_OBJECT_SHARE` of the image, 100 pixels at 64 px) weighs as much in all as one
+    of the reference's area, and larger objects keep `object_weight` per pixel (giving them
+    less too cost the faces their eyes, benchmarks/README.md). The weights are divided by their
+    mean, so the loss keeps the scale of a plain mean squared error.
     """
     rng = random.Random(_stream_seed(seed, "decoder", step, "data"))
     scenes = [sample_scene(rng.randrange(EVAL_SEED_START)) for _ in range(batch_size)]
     images = np.stack([render_array(scene, image_size) for scene in scenes])
     weights = np.ones((batch_size, image_size, image_size), dtype=np.float32)
+    reference = REFERENCE_OBJECT_SHARE * image_size**2
     for weight, scene in zip(weights, scenes, strict=True):
         for mask in masks(scene, image_size):
-            weight[mask] = object_weight
+            area = max(int(mask.sum()), 1)
+            weight[mask] = object_weight * max(1.0, reference / area) ** area_balance
     return images, weights / weights.mean()
 
 
@@ -495,7 +511,7 @@ class ToyTrainer:
         params = self.params
         images, weights = decoder_batch(
             params.seed, step, params.batch_size, params.decoder_object_weight,
-            params.model.image_size,
+            params.model.image_size, params.decoder_area_balance,
         )  # fmt: skip
         pixels = _to_tensor(images, self.device)
         generator = torch.Generator().manual_seed(

@@ -53,6 +53,9 @@ def test_non_positive_counts_are_refused(
         ("--decoder-steps", "-1", "decoder_steps", "greater than or equal to 0"),  # 0: no phase c
         ("--decoder-lr", "0", "decoder_learning_rate", "greater than 0"),
         ("--decoder-lr", "inf", "decoder_learning_rate", "finite number"),  # > 0, trains to NaN
+        ("--decoder-area-balance", "-0.5", "decoder_area_balance", "greater than or equal to 0"),
+        ("--decoder-area-balance", "2", "decoder_area_balance", "less than or equal to 1"),
+        ("--decoder-area-balance", "nan", "decoder_area_balance", "finite number"),
     ],
 )
 def test_bad_phase_c_settings_are_refused(
@@ -80,6 +83,26 @@ def test_a_folder_started_with_another_decoder_lr_resumes_with_the_flag(
     err = _refused(["--out", str(out), "--decoder-lr", "0.001234", "--batch-size", "4"], capsys)
     assert "batch_size (--batch-size) = 4" in err
     assert "decoder_learning_rate" not in err
+    assert (out / "train_config.json").read_text() == config
+
+
+def test_a_folder_from_before_the_area_balance_resumes_with_balance_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Releases before `decoder_area_balance` wrote no such field and trained with 0.
+
+    As above, the second call also changes --batch-size, so it stops at the recipe check.
+    """
+    out = tmp_path / "run"
+    out.mkdir()
+    started = ToyTrainParams(out=str(out)).model_dump(mode="json")
+    del started["decoder_area_balance"]
+    config = json.dumps(started)
+    (out / "train_config.json").write_text(config)
+    _refused(["--out", str(out)], capsys, "decoder_area_balance (--decoder-area-balance) = 1.0")
+    err = _refused(["--out", str(out), "--decoder-area-balance", "0", "--batch-size", "4"], capsys)
+    assert "batch_size (--batch-size) = 4" in err
+    assert "decoder_area_balance" not in err
     assert (out / "train_config.json").read_text() == config
 
 

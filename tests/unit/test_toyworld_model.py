@@ -40,6 +40,7 @@ from imagic.toyworld.tokenizer import (
     write_tokenizer_files,
 )
 from imagic.toyworld.train import (
+    REFERENCE_OBJECT_SHARE,
     ToyTrainResult,
     decoder_batch,
     learning_rate,
@@ -364,6 +365,32 @@ def test_decoder_batch_weighs_object_pixels() -> None:
     assert weights.mean() == pytest.approx(1.0)
     values = np.unique(weights.round(5))
     assert len(values) == 2 and values[1] / values[0] == pytest.approx(10.0, rel=1e-4)
+
+
+def test_decoder_batch_with_area_balance_1_weighs_small_objects_as_the_reference() -> None:
+    """An object under the reference area weighs object_weight x that area in all.
+
+    Pixel weight / background weight = 3 * reference / area for such an object, so weight x
+    pixel count over (3 * reference) counts the objects of one area: a whole number (objects
+    never overlap). Larger objects keep 3 per pixel, as with area_balance 0.
+    """
+    _, weights = decoder_batch(
+        seed=0, step=1, batch_size=8, object_weight=3.0, image_size=64, area_balance=1.0
+    )
+    reference = REFERENCE_OBJECT_SHARE * 64**2
+    assert reference == 100
+    small_areas, large = set(), 0
+    for weight in weights:
+        values, counts = np.unique(weight, return_counts=True)
+        background = values[counts.argmax()]  # most of every scene
+        ratios, counts = values[values != background] / background, counts[values != background]
+        large += np.isclose(ratios, 3.0).sum()
+        small = ~np.isclose(ratios, 3.0)
+        assert (ratios[small] > 3.0).all()
+        objects = ratios[small] * counts[small] / (3.0 * reference)
+        assert objects == pytest.approx(np.round(objects), abs=1e-3) and (objects > 0.5).all()
+        small_areas.update(np.round(counts[small] / np.round(objects)).astype(int).tolist())
+    assert large > 0 and len(small_areas) > 2  # both kinds in the batch
 
 
 def test_learning_rate_warms_up_then_stays_or_decays_to_zero() -> None:
