@@ -241,6 +241,12 @@ def _add_toy_command(commands: Any) -> None:
             float,
             "phase c: 0 weighs object pixels alike, 1 small objects as much as a 100-px one",
         ),
+        (
+            "--vae-crop-size",
+            "vae_crop_size",
+            int,
+            "phase a: train the VAE on random crops of this side; None: whole scenes",
+        ),
         ("--batch-size", "batch_size", int, "scenes per step"),
         ("--seed", "seed", int, "seed of weights, data, noise and timesteps"),
         ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints and grids"),
@@ -393,8 +399,8 @@ def _run_toy_train_command(args: argparse.Namespace) -> int:
         name: getattr(args, name)
         for name in (
             "out", "vae_steps", "unet_steps", "decoder_steps", "decoder_learning_rate",
-            "decoder_area_balance", "batch_size", "seed", "checkpoint_every", "grid_size",
-            "sample_steps", "device", "precision", "resume",
+            "decoder_area_balance", "vae_crop_size", "batch_size", "seed", "checkpoint_every",
+            "grid_size", "sample_steps", "device", "precision", "resume",
         )
     }  # fmt: skip
     params = parse_params(ToyTrainParams, data, flags=TRAIN_FLAGS)  # before torch is imported

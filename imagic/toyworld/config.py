@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from imagic.config import MAX_SEED, DeviceName, PositiveFloat, PositiveInt, Precision
 from imagic.toyworld.scenes import DEFAULT_SIZE
@@ -75,7 +75,7 @@ class ToyModelConfig(_Frozen):
     @model_validator(mode="after")
     def _check_shapes(self) -> Self:
         """Refuse shapes diffusers would only reject deep inside a forward pass."""
-        factor = 2 ** (len(self.vae_channels) - 1)
+        factor = self.vae_factor
         if self.image_size % factor:
             raise ValueError(f"image_size {self.image_size} is not divisible by {factor}")
         if self.latent_size % 2 ** (len(self.unet_channels) - 1):
@@ -110,9 +110,14 @@ class ToyModelConfig(_Frozen):
         return self
 
     @property
+    def vae_factor(self) -> int:
+        """Pixels per latent cell side: each VAE block after the first halves the image."""
+        return 2 ** (len(self.vae_channels) - 1)
+
+    @property
     def latent_size(self) -> int:
         """Side of the latent grid: the image side over the VAE's downsampling factor."""
-        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+        return self.image_size // self.vae_factor
 
 
 class ToyTrainParams(_Frozen):
@@ -187,6 +192,32 @@ class ToyTrainParams(_Frozen):
         0.999, description="Phase b: EMA of the text encoder and UNet (what is saved)."
     )
     model: ToyModelConfig = Field(default_factory=ToyModelConfig)
+    # After `model`, so its validator can read the model's image size and VAE factor.
+    vae_crop_size: PositiveInt | None = Field(
+        None,
+        description=(
+            "Phase a: train the VAE on random square crops of this side instead of whole scenes "
+            "(None), a multiple of the VAE's downsampling factor: a 32-px crop costs about a "
+            "quarter of a 64-px scene per step. Phase c stays on whole scenes (see "
+            "imagic.toyworld.train.random_crops)."
+        ),
+    )
+
+    @field_validator("vae_crop_size")
+    @classmethod
+    def _check_crop_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """A crop must fit the scene and start and end on latent cell borders."""
+        model = info.data.get("model")
+        if value is None or model is None:
+            return value
+        factor, size = model.vae_factor, model.image_size
+        if value % factor or value > size:
+            raise ValueError(
+                f"a crop must be a multiple of the VAE's downsampling factor {factor} and at "
+                f"most the image size {size}; use a multiple of {factor} from {factor} to {size}, "
+                "or leave it out to train on whole scenes"
+            )
+        return value
 
 
 RECIPE_FIELDS: tuple[str, ...] = (
@@ -205,10 +236,11 @@ RECIPE_FIELDS: tuple[str, ...] = (
     "decoder_object_weight",
     "decoder_area_balance",
     "model",
+    "vae_crop_size",
 )
 """Fields that must stay the same for a training folder's whole life (see ToyTrainParams)."""
 
-RECIPE_BEFORE_FIELD: dict[str, Any] = {"decoder_area_balance": 0.0}
+RECIPE_BEFORE_FIELD: dict[str, Any] = {"decoder_area_balance": 0.0, "vae_crop_size": None}
 """What a folder whose train_config.json predates a recipe field was trained with."""
 
 TRAIN_FLAGS: dict[str, str] = {
@@ -218,6 +250,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "decoder_steps": "--decoder-steps",
     "decoder_learning_rate": "--decoder-lr",
     "decoder_area_balance": "--decoder-area-balance",
+    "vae_crop_size": "--vae-crop-size",
     "batch_size": "--batch-size",
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",

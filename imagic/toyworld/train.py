@@ -3,7 +3,8 @@
 Three phases, like Stable Diffusion and its later VAE decoders:
 
 a. the VAE learns to encode rendered scenes to 16 x 16 x 4 latents and back (MSE plus a small
-   KL term, which keeps the latent space smooth enough to diffuse in);
+   KL term, which keeps the latent space smooth enough to diffuse in), on whole scenes or, with
+   `vae_crop_size`, on random crops of them (four times the steps for the same minutes);
 b. with the VAE frozen, the text encoder and UNet learn DDPM noise prediction on
    (caption, latent) pairs. Captions are random paraphrases (`caption(scene, rng)`), so the
    model learns the attributes rather than one template, and 10 % are empty, so the model
@@ -146,6 +147,35 @@ def decoder_batch(
             area = max(int(mask.sum()), 1)
             weight[mask] = object_weight * max(1.0, reference / area) ** area_balance
     return images, weights / weights.mean()
+
+
+def random_crops(
+    seed: int, phase: str, step: int, crop_size: int, grid: int, *batches: np.ndarray
+) -> list[np.ndarray]:
+    """Each batch (B, H, W, ...) cut to the same random crop_size square per image.
+
+    Why (phase a, `vae_crop_size`): a convolutional VAE learns to keep small shapes and thin
+    limbs from a 32-px crop as well as from a 64-px scene, at about a quarter of the cost per
+    step, and the VAE is this CPU's slow part; the same minutes buy about four times the steps
+    (benchmarks/README.md, "Training the VAE on crops"). Crops start on multiples of `grid`,
+    the VAE's downsampling factor, so every object keeps the place within its latent cells
+    that it has in whole scenes; the windows are a function of (seed, phase, step), like
+    everything else in a batch. Phase c stays on whole scenes: a VAE that has only seen crops
+    tints a whole scene's borders and draws ghosts on empty background.
+    """
+    count, size = batches[0].shape[:2]
+    rng = random.Random(_stream_seed(seed, phase, step, "crop"))
+    choices = range(0, size - crop_size + 1, grid)
+    starts = [(rng.choice(choices), rng.choice(choices)) for _ in range(count)]
+    return [
+        np.stack(
+            [
+                item[y : y + crop_size, x : x + crop_size]
+                for item, (y, x) in zip(batch, starts, strict=True)
+            ]
+        )
+        for batch in batches
+    ]
 
 
 def learning_rate(base: float, step: int, warmup: int, decay_until: int | None = None) -> float:
@@ -410,6 +440,10 @@ class ToyTrainer:
         images, _ = training_batch(
             params.seed, "vae", step, params.batch_size, 0.0, params.model.image_size
         )
+        if params.vae_crop_size is not None:
+            (images,) = random_crops(
+                params.seed, "vae", step, params.vae_crop_size, params.model.vae_factor, images
+            )
         pixels = _to_tensor(images, self.device)
         generator = torch.Generator().manual_seed(_stream_seed(params.seed, "vae", step, "noise"))
         with self.runtime.autocast():

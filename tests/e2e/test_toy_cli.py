@@ -56,6 +56,9 @@ def test_non_positive_counts_are_refused(
         ("--decoder-area-balance", "-0.5", "decoder_area_balance", "greater than or equal to 0"),
         ("--decoder-area-balance", "2", "decoder_area_balance", "less than or equal to 1"),
         ("--decoder-area-balance", "nan", "decoder_area_balance", "finite number"),
+        ("--vae-crop-size", "0", "vae_crop_size", "greater than 0"),
+        ("--vae-crop-size", "30", "vae_crop_size", "a multiple of 4 from 4 to 64"),
+        ("--vae-crop-size", "128", "vae_crop_size", "at most the image size 64"),
     ],
 )
 def test_bad_phase_c_settings_are_refused(

@@ -44,6 +44,7 @@ from imagic.toyworld.train import (
     ToyTrainResult,
     decoder_batch,
     learning_rate,
+    random_crops,
     train_toy_model,
 )
 from imagic.toyworld.vocabulary import TEMPLATES, vocabulary
@@ -391,6 +392,38 @@ def test_decoder_batch_with_area_balance_1_weighs_small_objects_as_the_reference
         assert objects == pytest.approx(np.round(objects), abs=1e-3) and (objects > 0.5).all()
         small_areas.update(np.round(counts[small] / np.round(objects)).astype(int).tolist())
     assert large > 0 and len(small_areas) > 2  # both kinds in the batch
+
+
+def test_random_crops_cut_every_batch_alike_on_latent_cell_borders() -> None:
+    """Images and their pixel weights get the same window; windows start on multiples of 4."""
+    images, weights = decoder_batch(seed=0, step=1, batch_size=16, object_weight=3.0, image_size=64)
+    coords = np.indices((64, 64)).transpose(1, 2, 0)  # (y, x) of every pixel
+    where = np.broadcast_to(coords, (16, 64, 64, 2))
+    crops = random_crops(0, "decoder", 1, 32, 4, images, weights, where)
+    assert [crop.shape[:3] for crop in crops] == [(16, 32, 32)] * 3
+    starts = crops[2][:, 0, 0]
+    assert (starts % 4 == 0).all() and (starts <= 32).all()
+    for index, (y, x) in enumerate(starts):
+        assert (crops[0][index] == images[index, y : y + 32, x : x + 32]).all()
+        assert (crops[1][index] == weights[index, y : y + 32, x : x + 32]).all()
+    assert len({tuple(start) for start in starts}) > 4  # not one window for all
+    again = random_crops(0, "decoder", 1, 32, 4, where)[0]
+    assert (again == crops[2]).all()  # a function of (seed, phase, step)
+    assert not (random_crops(0, "decoder", 2, 32, 4, where)[0] == crops[2]).all()
+
+
+def test_a_run_on_crops_trains_phase_a_on_crops_and_exports_a_whole_scene_model(
+    reference: ToyTrainResult, tmp_path: Path
+) -> None:
+    """Phase a sees crops, so its losses (and the VAE after it) differ from whole scenes'."""
+    cropped, _ = _train(tmp_path / "crops", vae_crop_size=32)
+    ours, theirs = (json.loads(r.losses.read_text()) for r in (cropped, reference))
+    assert ours["vae"] != theirs["vae"] and ours["decoder"] != theirs["decoder"]
+    assert json.loads((cropped.out_dir / CONFIG_FILE).read_text())["vae_crop_size"] == 32
+    pipe = load_pipeline(str(cropped.model_dir))
+    assert pipe.vae.config.sample_size == 64  # the model itself still works on whole scenes
+    with pytest.raises(InvalidParamsError, match=r"vae_crop_size \(--vae-crop-size\) = None"):
+        _train(cropped.out_dir)  # the crop is part of the recipe
 
 
 def test_learning_rate_warms_up_then_stays_or_decays_to_zero() -> None:
