@@ -61,7 +61,7 @@ def test_non_positive_counts_are_refused(
         ("--vae-crop-size", "128", "vae_crop_size", "at most the image size 64"),
     ],
 )
-def test_bad_phase_c_settings_are_refused(
+def test_bad_vae_training_settings_are_refused(
     flag: str, value: str, field: str, rule: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
