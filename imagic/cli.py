@@ -395,14 +395,7 @@ def _run_tiny_model_command(args: argparse.Namespace) -> int:
 def _run_toy_train_command(args: argparse.Namespace) -> int:
     from imagic.toyworld.config import TRAIN_FLAGS, ToyTrainParams
 
-    data = {
-        name: getattr(args, name)
-        for name in (
-            "out", "vae_steps", "unet_steps", "decoder_steps", "decoder_learning_rate",
-            "decoder_area_balance", "vae_crop_size", "batch_size", "seed", "checkpoint_every",
-            "grid_size", "sample_steps", "device", "precision", "resume",
-        )
-    }  # fmt: skip
+    data = {name: getattr(args, name) for name in TRAIN_FLAGS}  # every flag is a field
     params = parse_params(ToyTrainParams, data, flags=TRAIN_FLAGS)  # before torch is imported
     from imagic.toyworld.folder import prepare_training_folder
 
