@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/toy_vae_capacity.py [--latent-channels 4 8] [--vae-steps 1500]
-                                          [--decoder-steps 1000] [--scenes 300]
+                                          [--decoder-steps 1000] [--vae-crop-size N]
+                                          [--scenes 300]
                                           [--seed 0] [--workdir DIR] [--out FILE.json]
 
 Why: the shipped model's samples pass the adherence check 83 % of the time, and the same
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
+from pydantic import ValidationError
 from report import emit
 from toy_quality import psnr, vae_reconstruction
 
@@ -54,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--vae-steps", type=int, default=1500, help="phase a steps per variant")
     parser.add_argument("--decoder-steps", type=int, default=1000, help="phase c steps")
+    parser.add_argument(
+        "--vae-crop-size", type=int, default=ToyTrainParams.model_fields["vae_crop_size"].default,
+        help="phase a crop side, as `imagic toy train --vae-crop-size` (default: whole scenes)",
+    )  # fmt: skip
     parser.add_argument("--scenes", type=int, default=300, help="held-out selection scenes")
     parser.add_argument("--batch-size", type=int, default=32, help="scenes per training step")
     parser.add_argument("--seed", type=int, default=0, help="training seed (weights, data, noise)")
@@ -67,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             )
     if min(args.latent_channels) < 1:
         parser.error(f"--latent-channels must all be at least 1, not {args.latent_channels}")
+    try:  # the training command's own check, so both refuse the same values
+        args.vae_crop_size = ToyTrainParams(out=".", vae_crop_size=args.vae_crop_size).vae_crop_size
+    except ValidationError as exc:
+        parser.error(f"--vae-crop-size {args.vae_crop_size}: {exc.errors()[0]['msg']}")
     return args
 
 
@@ -116,6 +126,7 @@ def train_variant(args: argparse.Namespace, channels: int, workdir: Path) -> tup
         vae_steps=args.vae_steps,
         unet_steps=1,
         decoder_steps=args.decoder_steps,
+        vae_crop_size=args.vae_crop_size,
         batch_size=args.batch_size,
         seed=args.seed,
         checkpoint_every=max(args.vae_steps, args.decoder_steps),
@@ -151,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "vae_steps": args.vae_steps,
         "decoder_steps": args.decoder_steps,
+        "vae_crop_size": args.vae_crop_size,
         "scenes": args.scenes,
         "scene_seed_start": SELECTION_SEED_START,
         "baseline_latent_channels": baseline["latent_channels"],
