@@ -245,7 +245,7 @@ def _add_toy_command(commands: Any) -> None:
             "--vae-crop-size",
             "vae_crop_size",
             int,
-            "phase a: train the VAE on random crops of this side; None: whole scenes",
+            "phase a: train the VAE on random crops of this side; left out: whole scenes",
         ),
         ("--batch-size", "batch_size", int, "scenes per step"),
         ("--seed", "seed", int, "seed of weights, data, noise and timesteps"),
