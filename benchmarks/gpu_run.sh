@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (see benchmarks/README.md, "On a GPU"): the tests
 # marked `gpu`, the demo edit on CUDA in bf16 and in fp16, the stage speeds against their
-# same-run baselines, and then one default `imagic toy train`, timed, last because it is the one
-# step that may not finish. What it measures lands in $OUT: info.txt (the machine, each step's
-# exit code and wall time), the demo grids, stage_speed.json, train.log and, when training
-# finishes before the deadline (BUDGET seconds after the start), losses.json, the final grid and
-# the trained model as a tarball. It never stops at a failed step, so one call reports them all.
+# same-run baselines, the toy training speeds (data workers 0 against 4 in fp32, then 4 with
+# autocast), and then one default `imagic toy train`, timed, last because it is the one step
+# that may not finish. What it measures lands in $OUT (at most 8 files come back from a call):
+# info.txt (the machine, each step's exit code and wall time), the demo grids,
+# stage_speed.json, train_speed.json, train_speed_autocast.json, train.log and, when training
+# finishes before the deadline (BUDGET seconds after the start), model.tar: the trained model
+# with losses.json and the final grid. It never stops at a failed step, so one call reports
+# them all.
 #
 # DEVICE, PRECISIONS, BUDGET and the *_ARGS (extra flags) exist so the script itself can be tried
 # on a CPU before a GPU's scarce minutes go to it (tests/e2e/test_gpu_run.py does, with these):
 #   OUT=/tmp/gpu-out DEVICE=cpu PRECISIONS=fp32 DEMO_ARGS="--steps-a 2 --steps-b 2 --steps-c 2" \
 #     TRAIN_ARGS="--vae-steps 2 --unet-steps 2 --decoder-steps 2" \
-#     STAGE_ARGS="--steps 1 --repeats 1" benchmarks/gpu_run.sh
+#     STAGE_ARGS="--steps 1 --repeats 1" TRAIN_SPEED_ARGS="--steps 1 --warmup 0 --workers 0 1" \
+#     benchmarks/gpu_run.sh
+# shellcheck disable=SC2086  # the *_ARGS are lists of flags, split on purpose
 set -u -o pipefail
 OUT=${OUT:?set OUT to the folder the results go to}
 DEVICE=${DEVICE:-cuda}
@@ -20,6 +25,7 @@ DEADLINE=$(($(date +%s) + ${BUDGET:-560}))
 DEMO_ARGS=${DEMO_ARGS:-}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 STAGE_ARGS=${STAGE_ARGS:-}
+TRAIN_SPEED_ARGS=${TRAIN_SPEED_ARGS:-}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
@@ -45,7 +51,6 @@ timed gpu-tests "$WORK/gpu-tests.log" \
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/unit/test_method.py
 tail -n 3 "$WORK/gpu-tests.log" >>"$OUT/info.txt"
 
-# shellcheck disable=SC2086  # the *_ARGS are lists of flags
 for precision in $PRECISIONS; do
     timed "demo-$precision" "$WORK/demo-$precision.log" \
         python3 -m imagic demo --device "$DEVICE" --precision "$precision" --no-tracking \
@@ -59,12 +64,19 @@ timed stage-speed "$WORK/stage.log" timeout $((DEADLINE - $(date +%s))) \
     --out "$OUT/stage_speed.json" $STAGE_ARGS
 tail -n 5 "$WORK/stage.log" >>"$OUT/info.txt"
 
+for precision in fp32 auto; do  # fp32 is the toy trainer's default; auto autocasts on CUDA
+    name=train_speed$([ "$precision" = auto ] && echo _autocast)
+    timed "$name" "$WORK/$name.log" timeout $((DEADLINE - $(date +%s))) \
+        python3 benchmarks/toy_train_speed.py --device "$DEVICE" --precision "$precision" \
+        --workers 0 4 --out "$OUT/$name.json" $TRAIN_SPEED_ARGS
+    grep 'ms/step' "$WORK/$name.log" >>"$OUT/info.txt"
+done
+
 # The log goes straight to $OUT, so even a call killed mid-run brings back how far it got.
 timed toy-train "$OUT/train.log" timeout $((DEADLINE - $(date +%s))) \
     python3 -m imagic toy train --out "$WORK/toy" --device "$DEVICE" $TRAIN_ARGS
 tr '\r' '\n' <"$OUT/train.log" >"$WORK/train.log" && mv "$WORK/train.log" "$OUT/train.log"
-cp "$WORK/toy/losses.json" "$WORK/toy/grid.png" "$OUT/" 2>/dev/null
-[ -d "$WORK/toy/model" ] && tar -C "$WORK/toy" -cf "$OUT/model.tar" model
+[ -d "$WORK/toy/model" ] && tar -C "$WORK/toy" -cf "$OUT/model.tar" model losses.json grid.png
 
 tail -n 4 "$OUT/train.log"
 cat "$OUT/info.txt"

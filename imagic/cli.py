@@ -250,6 +250,12 @@ def _add_toy_command(commands: Any) -> None:
         ("--batch-size", "batch_size", int, "scenes per step"),
         ("--seed", "seed", int, "seed of weights, data, noise and timesteps"),
         ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints and grids"),
+        (
+            "--data-workers",
+            "data_workers",
+            int,
+            "processes rendering batches ahead; left out: 0 on a CPU, else up to 4",
+        ),
         ("--grid-size", "grid_size", int, "held-out captions per sample grid"),
         ("--sample-steps", "sample_steps", int, "DDIM steps of the sample grids"),
     ):
@@ -257,7 +263,11 @@ def _add_toy_command(commands: Any) -> None:
     train.add_argument(
         "--device", default=os.environ.get("IMAGIC_DEVICE", "auto"), help="auto|cpu|mps|cuda[:N]"
     )
-    train.add_argument("--precision", default="auto", help="auto|fp32|fp16|bf16")
+    train.add_argument(
+        "--precision",
+        default=defaults["precision"],
+        help="fp32|auto|fp16|bf16 (auto: bf16/fp16 autocast on CUDA, slower for this model)",
+    )
     train.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,

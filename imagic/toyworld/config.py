@@ -145,10 +145,22 @@ class ToyTrainParams(_Frozen):
     )
     device: DeviceName = Field("auto", description="auto (cuda if available), cpu, mps, cuda:N.")
     precision: Precision = Field(
-        "auto", description="auto: bf16/fp16 autocast on CUDA, fp32 elsewhere."
+        "fp32",
+        description=(
+            "fp32 on every device by default: this model is so small that on an H100 the "
+            "casts of bf16 autocast cost more than its arithmetic saves (phase b 64 against 80 "
+            "ms/step, benchmarks/README.md). auto: bf16/fp16 autocast on CUDA, fp32 elsewhere."
+        ),
     )
     resume: bool = Field(
         True, description="Continue from the folder's last checkpoint; False starts over."
+    )
+    data_workers: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description=(
+            "Processes that render the next batches while the model trains; the numbers do "
+            "not depend on it. None: 0 on a CPU (torch's threads use its cores), else up to 4."
+        ),
     )
     keep_checkpoints: PositiveInt = Field(2, description="Newest checkpoints kept on disk.")
     grid_size: PositiveInt = Field(8, description="Held-out captions in each sample grid.")
@@ -254,6 +266,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "batch_size": "--batch-size",
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",
+    "data_workers": "--data-workers",
     "grid_size": "--grid-size",
     "sample_steps": "--sample-steps",
     "device": "--device",

@@ -31,13 +31,15 @@ The folder layout is described in `imagic.toyworld.folder`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
+import os
 import random
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,64 @@ def random_crops(
     ]
 
 
+def vae_batch(
+    seed: int, step: int, batch_size: int, image_size: int, crop_size: int | None, grid: int
+) -> np.ndarray:
+    """The images (B, H, W, 3) uint8 of one phase a step: whole scenes or their crops."""
+    images, _ = training_batch(seed, "vae", step, batch_size, 0.0, image_size)
+    if crop_size is not None:
+        (images,) = random_crops(seed, "vae", step, crop_size, grid, images)
+    return images
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """The batches of steps `first` to `last` of one phase, item i being step first + i.
+
+    A batch is a pure function of its step, so any worker process can make any of them and
+    the run's numbers do not depend on how many workers there are.
+    """
+
+    def __init__(self, make: Callable[[int], Any], first: int, last: int) -> None:
+        self.make, self.first, self.last = make, first, last
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __getitem__(self, index: int) -> Any:
+        return self.make(self.first + index)
+
+
+def _unchanged(batch: Any) -> Any:
+    """The DataLoader's collate step: keep numpy arrays and caption lists as they are."""
+    return batch
+
+
+def phase_batches(make: Callable[[int], Any], first: int, last: int, workers: int) -> Iterable[Any]:
+    """The batches of steps first..last in order, rendered ahead by `workers` processes.
+
+    Why: rendering 32 scenes with PIL takes about 25 ms of one core. On a GPU that is as long
+    as the VAE's whole step, so the model would wait for its data; worker processes render the
+    next batches meanwhile (benchmarks/README.md, "Training speed"). With 0 the batches are made
+    in this process, one per step, as on a CPU whose cores torch already uses.
+    """
+    if workers == 0:
+        return map(make, range(first, last + 1))
+    return torch.utils.data.DataLoader(
+        StepBatches(make, first, last),
+        batch_size=None,  # each item is already a whole batch
+        num_workers=workers,
+        collate_fn=_unchanged,
+        prefetch_factor=4,
+    )
+
+
+def default_data_workers(device: torch.device) -> int:
+    """0 on a CPU, where torch's threads already use the cores; else up to 4, one core left."""
+    if device.type == "cpu":
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 def learning_rate(base: float, step: int, warmup: int, decay_until: int | None = None) -> float:
     """Linear warm-up over `warmup` steps, then constant, or with `decay_until` a cosine decay
     to 0 at that step (the curve of diffusers' `get_cosine_schedule_with_warmup`).
@@ -297,6 +357,8 @@ class ToyTrainer:
         self.out = prepare_training_folder(params)
         self.runtime: Runtime = resolve_runtime(params.device, params.precision)
         self.device = self.runtime.device
+        workers = params.data_workers
+        self.data_workers = default_data_workers(self.device) if workers is None else workers
         self.pipe = build_toy_pipeline(params.model, params.seed).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self.noise_scheduler = training_scheduler(self.pipe)
@@ -434,16 +496,9 @@ class ToyTrainer:
         """Gaussian noise drawn on the CPU, so a seed means the same draws on every device."""
         return torch.randn(tuple(shape), generator=generator).to(self.device)
 
-    def vae_step(self, step: int) -> dict[str, float]:
+    def vae_step(self, step: int, images: np.ndarray) -> dict[str, float]:
         """One VAE optimizer step: MSE reconstruction plus `kl_weight` x KL (summed per image)."""
         params = self.params
-        images, _ = training_batch(
-            params.seed, "vae", step, params.batch_size, 0.0, params.model.image_size
-        )
-        if params.vae_crop_size is not None:
-            (images,) = random_crops(
-                params.seed, "vae", step, params.vae_crop_size, params.model.vae_factor, images
-            )
         pixels = _to_tensor(images, self.device)
         generator = torch.Generator().manual_seed(_stream_seed(params.seed, "vae", step, "noise"))
         with self.runtime.autocast():
@@ -509,13 +564,10 @@ class ToyTrainer:
         ).input_ids.to(self.device)
         return self.text_encoder(ids)[0]
 
-    def unet_step(self, step: int) -> dict[str, float]:
+    def unet_step(self, step: int, batch: tuple[np.ndarray, list[str]]) -> dict[str, float]:
         """One text encoder + UNet step: DDPM noise (or v) prediction on VAE latents."""
         params = self.params
-        images, captions = training_batch(
-            params.seed, "unet", step, params.batch_size, params.caption_dropout,
-            params.model.image_size,
-        )  # fmt: skip
+        images, captions = batch
         generator = torch.Generator().manual_seed(_stream_seed(params.seed, "unet", step, "noise"))
         with torch.no_grad(), self.runtime.autocast():
             posterior = self.vae.encode(_to_tensor(images, self.device)).latent_dist
@@ -540,13 +592,10 @@ class ToyTrainer:
 
     # -- phase c: the VAE decoder ------------------------------------------------------------
 
-    def decoder_step(self, step: int) -> dict[str, float]:
+    def decoder_step(self, step: int, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         """One decoder step: object-weighted squared error on latents of the frozen encoder."""
         params = self.params
-        images, weights = decoder_batch(
-            params.seed, step, params.batch_size, params.decoder_object_weight,
-            params.model.image_size, params.decoder_area_balance,
-        )  # fmt: skip
+        images, weights = batch
         pixels = _to_tensor(images, self.device)
         generator = torch.Generator().manual_seed(
             _stream_seed(params.seed, "decoder", step, "noise")
@@ -569,8 +618,8 @@ class ToyTrainer:
     def _update_ema(self, step: int) -> None:
         """EMA with diffusers' warm-up: early on the average follows the weights closely."""
         decay = min(self.params.ema_decay, (1 + step) / (10 + step))
-        for average, param in zip(self.ema, self.trained, strict=True):
-            average.lerp_(param.detach(), 1.0 - decay)
+        # One fused call instead of a kernel per tensor; the same numbers as a loop of lerp_.
+        torch._foreach_lerp_(self.ema, [param.detach() for param in self.trained], 1.0 - decay)
 
     @contextlib.contextmanager
     def ema_weights(self) -> Iterator[None]:
@@ -639,22 +688,42 @@ class ToyTrainer:
 
     # -- the run ------------------------------------------------------------------------------
 
+    def batch_maker(self, phase: str) -> Callable[[int], Any]:
+        """The function step -> batch of a phase: module-level, so worker processes can run it."""
+        params, size = self.params, self.params.model.image_size
+        if phase == "vae":
+            return functools.partial(
+                vae_batch, params.seed, batch_size=params.batch_size, image_size=size,
+                crop_size=params.vae_crop_size, grid=params.model.vae_factor,
+            )  # fmt: skip
+        if phase == "unet":
+            return functools.partial(
+                training_batch, params.seed, "unet", batch_size=params.batch_size,
+                caption_dropout=params.caption_dropout, image_size=size,
+            )  # fmt: skip
+        return functools.partial(
+            decoder_batch, params.seed, batch_size=params.batch_size,
+            object_weight=params.decoder_object_weight, image_size=size,
+            area_balance=params.decoder_area_balance,
+        )  # fmt: skip
+
     def _log(self, message: str) -> None:
         if self.progress:
             tqdm.write(message, file=sys.stderr)
 
     def _run_phase(
-        self, phase: str, total: int, step_fn: Callable[[int], dict[str, float]]
+        self, phase: str, total: int, step_fn: Callable[[int, Any], dict[str, float]]
     ) -> None:
         every = self.params.checkpoint_every
         done = self.steps[phase]
+        batches = phase_batches(self.batch_maker(phase), done + 1, total, self.data_workers)
         bar = tqdm(
             total=total, initial=done, desc=f"toy {phase}", unit="step", disable=not self.progress,
             dynamic_ncols=True, file=sys.stderr,
         )  # fmt: skip
         with bar:
-            for step in range(done + 1, total + 1):
-                record = step_fn(step)
+            for step, batch in zip(range(done + 1, total + 1), batches, strict=True):
+                record = step_fn(step, batch)
                 self.losses[phase].append(record)
                 self.steps[phase] = step
                 bar.update(1)
@@ -680,7 +749,10 @@ class ToyTrainer:
             self.load_checkpoint(checkpoints[-1])
             self._log(f"resuming {self.out} from {checkpoints[-1].name}")
         write_json(self.out / CONFIG_FILE, self.params.model_dump(mode="json"))  # latest run
-        self._log(f"training the toy model on {self.device} ({self.runtime.precision})")
+        self._log(
+            f"training the toy model on {self.device} ({self.runtime.precision}), "
+            f"{self.data_workers} data worker process(es)"
+        )
         self.vae.train()
         if self.steps["unet"] == 0 and self.scaling_factor is None:
             self._run_phase("vae", self.params.vae_steps, self.vae_step)

@@ -6,10 +6,12 @@ call its timings) wastes it. Here every step must exit 0 and leave its files.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ def test_gpu_run_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "TRAIN_ARGS": "--vae-steps 2 --unet-steps 2 --decoder-steps 2 --grid-size 2 "
         "--sample-steps 2",
         "STAGE_ARGS": "--steps 1 --repeats 1",
+        "TRAIN_SPEED_ARGS": "--steps 1 --warmup 0 --workers 0 1 --batch-size 2",
     }
     run = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_run.sh")],
@@ -44,7 +47,14 @@ def test_gpu_run_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "demo-fp32": "0",
         "toy-train": "0",
         "stage-speed": "0",
+        "train_speed": "0",
+        "train_speed_autocast": "0",
     }, info
-    for name in ("demo-fp32.png", "train.log", "losses.json", "grid.png", "model.tar"):
+    for name in ("demo-fp32.png", "train.log", "model.tar"):
         assert (out / name).stat().st_size > 0, name
+    with tarfile.open(out / "model.tar") as tar:
+        names = set(tar.getnames())
+    assert {"losses.json", "grid.png", "model/checksums.json"} <= names
     assert (out / "stage_speed.json").read_text().startswith("{")
+    assert json.loads((out / "train_speed.json").read_text())["precision"] == "fp32"
+    assert len(list(out.iterdir())) <= 8  # what one device call brings back

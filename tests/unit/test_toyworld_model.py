@@ -295,22 +295,30 @@ def test_a_short_run_writes_model_losses_grid_and_checksums(reference: ToyTrainR
     assert not [path for path in out.rglob(".*")]  # no temporary or staging leftovers
 
 
-def test_an_interrupted_run_resumes_exactly(reference: ToyTrainResult, tmp_path: Path) -> None:
-    """Interrupted in each phase after a checkpoint; each rerun continues from that step."""
+@pytest.mark.parametrize("workers", [None, 2])
+def test_an_interrupted_run_resumes_exactly(
+    reference: ToyTrainResult, tmp_path: Path, workers: int | None
+) -> None:
+    """Interrupted in each phase after a checkpoint; each rerun continues from that step.
+
+    With 2 data workers too (the reference made its batches in-process, as the CPU default
+    does): batches rendered ahead in other processes must give the same bytes, and a run
+    interrupted while they are still rendering must stop cleanly.
+    """
     out = tmp_path / "run"
-    result, ran = _train(out, stop_at=("vae", 2))
+    result, ran = _train(out, stop_at=("vae", 2), data_workers=workers)
     assert result is None and ran == [("vae", 1), ("vae", 2)]
     assert list_checkpoints(out)[-1].name == "vae-0000002.pt"
 
-    result, ran = _train(out, stop_at=("unet", 2))
+    result, ran = _train(out, stop_at=("unet", 2), data_workers=workers)
     assert result is None and ran == [("vae", 3), ("unet", 1), ("unet", 2)]  # not from vae 1
     assert list_checkpoints(out)[-1].name == "unet-0000002.pt"
 
-    result, ran = _train(out, stop_at=("decoder", 2))
+    result, ran = _train(out, stop_at=("decoder", 2), data_workers=workers)
     assert result is None and ran == [("unet", 3), ("decoder", 1), ("decoder", 2)]
     assert list_checkpoints(out)[-1].name == "decoder-0000002.pt"
 
-    result, ran = _train(out)
+    result, ran = _train(out, data_workers=workers)
     assert result is not None and result.resumed_from == ("decoder", 2)
     assert ran == [("decoder", 3)]
     assert result.losses.read_text() == reference.losses.read_text()
