@@ -57,6 +57,7 @@ def test_non_positive_counts_are_refused(
         ("--decoder-area-balance", "2", "decoder_area_balance", "less than or equal to 1"),
         ("--decoder-area-balance", "nan", "decoder_area_balance", "finite number"),
         ("--vae-crop-size", "0", "vae_crop_size", "greater than 0"),
+        ("--data-workers", "-1", "data_workers", "greater than or equal to 0"),
         ("--vae-crop-size", "30", "vae_crop_size", "a multiple of 4 from 4 to 64"),
         ("--vae-crop-size", "128", "vae_crop_size", "at most the image size 64"),
     ],
@@ -66,6 +67,17 @@ def test_bad_vae_training_settings_are_refused(
 ) -> None:
     out = tmp_path / "run"
     _refused(["--out", str(out), flag, value], capsys, f"{field} ({flag}) = {value}", rule)
+    assert not out.exists()
+
+
+def test_an_unknown_precision_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    _refused(
+        ["--out", str(out), "--precision", "fp64"], capsys,
+        "precision (--precision) = 'fp64'", "Input should be 'auto', 'fp32', 'fp16' or 'bf16'",
+    )  # fmt: skip
     assert not out.exists()
 
 
