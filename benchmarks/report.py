@@ -6,9 +6,21 @@ import this module as `report`.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+
+def require_positive(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str
+) -> None:
+    """Stop with a usage error naming the flag and value when one of `names` is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(
+                f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}"
+            )
 
 
 def emit(result: dict[str, Any], out: Path | None) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
-from report import emit
+from report import emit, require_positive
 
 from imagic.toyworld.config import ToyTrainParams
 from imagic.toyworld.train import ToyTrainer, phase_batches
@@ -61,11 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-steps", type=int, default=10, help="phase b steps profiled")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "profile_steps"):
-        if getattr(args, name) < 1:
-            parser.error(
-                f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}"
-            )
+    require_positive(parser, args, "steps", "batch_size", "profile_steps")
     if args.warmup < 0 or min(args.workers) < 0:
         parser.error(f"--warmup {args.warmup} and --workers {args.workers} must not be negative")
     try:  # the training command's own checks, so both refuse the same values

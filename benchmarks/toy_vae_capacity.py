@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from pydantic import ValidationError
-from report import emit
+from report import emit, require_positive
 from toy_quality import psnr, vae_reconstruction
 
 from imagic.toyworld.adherence import AdherenceResult, adherence_rate, check_sample
@@ -66,11 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="keep the training folders here")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    for name in ("vae_steps", "decoder_steps", "scenes", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(
-                f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}"
-            )
+    require_positive(parser, args, "vae_steps", "decoder_steps", "scenes", "batch_size")
     if min(args.latent_channels) < 1:
         parser.error(f"--latent-channels must all be at least 1, not {args.latent_channels}")
     try:  # the training command's own check, so both refuse the same values

@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "toy_train_speed.py"
+from tests.e2e.benchmark_runs import run_benchmark
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
+    return run_benchmark("toy_train_speed.py", *args)
 
 
 @pytest.mark.slow
