@@ -77,19 +77,10 @@ def log(message: str) -> None:
 
 
 def step_function(trainer: ToyTrainer, phase: str) -> Callable[[int, Any], dict[str, float]]:
-    """The trainer's step of `phase`, with the VAE frozen for phases b and c as `run` does."""
-    if phase == "vae":
-        trainer.vae.train()
-        trainer.vae.requires_grad_(True)
-        return trainer.vae_step
-    trainer.vae.eval()
-    trainer.vae.requires_grad_(False)
-    if phase == "unet":
+    """The trainer's own step of `phase`, with the models in that phase's state."""
+    if phase == "unet" and trainer.scaling_factor is None:
         trainer.scaling_factor = 1.0  # any value: it scales the latents, not the work
-        return trainer.unet_step
-    for param in trainer.decoder_params:
-        param.requires_grad_(True)
-    return trainer.decoder_step
+    return trainer.phase_step(phase)
 
 
 def seconds_per_step(trainer: ToyTrainer, phase: str, steps: int, warmup: int) -> list[float]:

@@ -711,9 +711,26 @@ class ToyTrainer:
         if self.progress:
             tqdm.write(message, file=sys.stderr)
 
-    def _run_phase(
-        self, phase: str, total: int, step_fn: Callable[[int, Any], dict[str, float]]
-    ) -> None:
+    def phase_step(self, phase: str) -> Callable[[int, Any], dict[str, float]]:
+        """Put the models in the state `phase` trains in and return its step function.
+
+        a trains the whole VAE; b freezes it (the UNet learns its latents); c trains the
+        decoder alone, so the encoder and the latents stay what the UNet learned.
+        """
+        if phase == "vae":
+            self.vae.train()
+            self.vae.requires_grad_(True)
+            return self.vae_step
+        self.vae.eval()
+        self.vae.requires_grad_(False)
+        if phase == "unet":
+            return self.unet_step
+        for param in self.decoder_params:
+            param.requires_grad_(True)
+        return self.decoder_step
+
+    def _run_phase(self, phase: str, total: int) -> None:
+        step_fn = self.phase_step(phase)
         every = self.params.checkpoint_every
         done = self.steps[phase]
         batches = phase_batches(self.batch_maker(phase), done + 1, total, self.data_workers)
@@ -753,18 +770,13 @@ class ToyTrainer:
             f"training the toy model on {self.device} ({self.runtime.precision}), "
             f"{self.data_workers} data worker process(es)"
         )
-        self.vae.train()
         if self.steps["unet"] == 0 and self.scaling_factor is None:
-            self._run_phase("vae", self.params.vae_steps, self.vae_step)
+            self._run_phase("vae", self.params.vae_steps)
             self._set_scaling_factor(self.compute_scaling_factor())
             self._log(f"VAE latent scaling factor {self.scaling_factor:.5f}")
-        self.vae.eval()
-        self.vae.requires_grad_(False)
-        self._run_phase("unet", self.params.unet_steps, self.unet_step)
+        self._run_phase("unet", self.params.unet_steps)
         if self.params.decoder_steps:
-            for param in self.decoder_params:
-                param.requires_grad_(True)
-            self._run_phase("decoder", self.params.decoder_steps, self.decoder_step)
+            self._run_phase("decoder", self.params.decoder_steps)
             self.vae.requires_grad_(False)
         return self._export()
 
