@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -44,6 +45,7 @@ from imagic.toyworld.train import (
     ToyTrainResult,
     decoder_batch,
     learning_rate,
+    phase_batches,
     random_crops,
     train_toy_model,
 )
@@ -293,6 +295,19 @@ def test_a_short_run_writes_model_losses_grid_and_checksums(reference: ToyTrainR
         f"{phase}-{step:07d}.png" for phase in ("decoder", "unet", "vae") for step in (2, 3)
     ]
     assert not [path for path in out.rglob(".*")]  # no temporary or staging leftovers
+
+
+def _made_by(step: int) -> tuple[int, int]:
+    """A batch maker for the test below: the step and the process that made it."""
+    return step, os.getpid()
+
+
+def test_phase_batches_come_in_step_order_from_worker_processes() -> None:
+    in_process = list(phase_batches(_made_by, 3, 9, workers=0))
+    assert in_process == [(step, os.getpid()) for step in range(3, 10)]
+    ahead = list(phase_batches(_made_by, 3, 9, workers=2))
+    assert [step for step, _ in ahead] == list(range(3, 10))
+    assert os.getpid() not in {pid for _, pid in ahead}  # rendered in the workers
 
 
 @pytest.mark.parametrize("workers", [None, 2])
