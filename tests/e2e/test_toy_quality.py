@@ -1,0 +1,76 @@
+"""`benchmarks/toy_quality.py`, run as users run it, with tiny settings.
+
+At its defaults it samples 200 captions and runs 6 Imagic edits (minutes); a script error
+should fail CI, not that run. Two samples cannot measure adherence, so only the report's shape
+and settings are checked here; the figures are in the README.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.benchmark_runs import ROOT, run_benchmark
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_benchmark("toy_quality.py", *args)
+
+
+@pytest.mark.slow
+def test_toy_quality_samples_captions_with_its_guidance_and_frames_them_with_references(
+    tmp_path: Path,
+) -> None:
+    out, grid = tmp_path / "quality.json", tmp_path / "grid.png"
+    run = _run("--captions", "2", "--edits", "0", "--grid", str(grid), "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert json.loads(run.stdout) == result
+    adherence = result["caption_adherence"]
+    assert adherence["captions"] == 2
+    assert (adherence["guidance"], adherence["guidance_rescale"]) == (2.0, 0.7)
+    assert adherence["reference_ground_truth_renders"]["ok"] == 1.0  # the checker's ceiling
+    for name in ("samples", "reference_vae_round_trip", "reference_mismatched_captions"):
+        assert 0.0 <= adherence[name]["ok"] <= 1.0
+    assert "imagic_edits" not in result
+    assert Image.open(grid).size[0] > 0
+
+
+def test_toy_quality_passes_its_guidance_and_rescale_to_the_sampler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    toy_quality = importlib.import_module("toy_quality")
+    calls: list[dict[str, Any]] = []
+
+    def fake_pipe(texts: list[str], **kwargs: Any) -> SimpleNamespace:
+        calls.append(kwargs)
+        return SimpleNamespace(images=np.zeros((len(texts), 4, 4, 3)))
+
+    images = toy_quality.sample_captions(fake_pipe, ["a", "b"], 0, 2.5, 0.3)
+    assert len(images) == 2
+    assert (calls[0]["guidance_scale"], calls[0]["guidance_rescale"]) == (2.5, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--captions", "0"], "--captions must be at least 1, not 0"),
+        (["--edits", "-1"], "--edits must not be negative (0: no edits), not -1"),
+        (["--guidance", "-1"], "--guidance must be 0 or more (<= 1: no guidance), not -1.0"),
+        (["--guidance", "nan"], "--guidance must be 0 or more (<= 1: no guidance), not nan"),
+        (["--guidance-rescale", "1.5"], "--guidance-rescale must be from 0 to 1, not 1.5"),
+    ],
+)
+def test_toy_quality_refuses_bad_settings_before_sampling(args: list[str], message: str) -> None:
+    run = _run(*args)
+    assert run.returncode == 2
+    assert message in run.stderr
