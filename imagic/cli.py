@@ -49,6 +49,7 @@ FLAG_OF_FIELD = {
     "generate.seeds": "--seeds",
     "generate.num_inference_steps": "--steps-c",
     "generate.guidance_scale": "--guidance",
+    "generate.guidance_rescale": "--guidance-rescale",
     "generate.batch_size": "--batch-size",
     "generate.scheduler": "--scheduler",
 }
@@ -142,6 +143,9 @@ def _add_edit_flags(edit: argparse.ArgumentParser) -> None:
     )
     edit.add_argument("--train-seed", type=int, default=0, help="seed of A and B's noise draws")
     edit.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance")
+    edit.add_argument(
+        "--guidance-rescale", type=float, default=0.0, help="guidance rescale, 0 (none) to 1"
+    )
     edit.add_argument("--batch-size", type=int, default=4, help="images per sampling batch")
     edit.add_argument("--scheduler", default="ddim", help="sampling scheduler")
     edit.add_argument(
@@ -299,6 +303,7 @@ def spec_from_args(args: argparse.Namespace) -> EditSpec:
             "seeds": args.seeds,
             "num_inference_steps": args.steps_c,
             "guidance_scale": args.guidance,
+            "guidance_rescale": args.guidance_rescale,
             "batch_size": args.batch_size,
             "scheduler": args.scheduler,
         },

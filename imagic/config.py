@@ -9,8 +9,8 @@ from (see also the README's "Defaults" table):
 - Stage B (fine-tune the UNet): 1000 steps; full fine-tune lr 2e-6 (community pipeline);
   LoRA lr 1e-4 and rank 4 (diffusers' `train_text_to_image_lora.py`); AdamW with weight decay
   1e-2 and gradient clipping at 1.0 (diffusers' training examples).
-- Stage C (generate): DDIM, 50 steps, guidance 7.5 (Stable Diffusion defaults); etas 0.6-0.8,
-  where the paper reports the edit "jumps in".
+- Stage C (generate): DDIM, 50 steps, guidance 7.5, no guidance rescale (Stable Diffusion
+  defaults); etas 0.6-0.8, where the paper reports the edit "jumps in".
 """
 
 from __future__ import annotations
@@ -160,6 +160,13 @@ class GenerateParams(_Params):
     num_inference_steps: PositiveInt = Field(50, description="Sampler steps per image.")
     guidance_scale: Annotated[float, Field(ge=0)] = Field(
         7.5, description="Classifier-free guidance scale (<= 1 disables guidance)."
+    )
+    guidance_rescale: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0,
+        description="Guidance rescale, 0 (none) to 1 (Lin et al. 2023): pulls the guided "
+        "prediction's spread back to the conditional one's, for zero-terminal-SNR models; "
+        "about 0.7 is typical there (imagic:toy's text-to-image samples are best at guidance 2 "
+        "with 0.7).",
     )
     batch_size: PositiveInt = Field(4, description="Images sampled per forward pass.")
     scheduler: Scheduler = Field("ddim", description="Sampling scheduler.")

@@ -64,6 +64,7 @@ def generate(
                 width=width,
                 num_inference_steps=params.num_inference_steps,
                 guidance_scale=params.guidance_scale,
+                guidance_rescale=params.guidance_rescale,
                 generator=[torch.Generator("cpu").manual_seed(seed) for _, seed in batch],
                 output_type="pil",
             ).images

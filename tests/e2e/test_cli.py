@@ -220,6 +220,7 @@ def test_text_too_long(edit_args, capsys) -> None:
         ("--lr-a", "0", ["--lr-a", "greater than 0"]),
         ("--lr-b", "-0.00001", ["--lr-b", "-1e-05", "greater than 0"]),
         ("--guidance", "-1", ["--guidance", "-1", "greater than or equal to 0"]),
+        ("--guidance-rescale", "1.5", ["--guidance-rescale", "1.5", "less than or equal to 1"]),
         ("--lr-a", "inf", ["--lr-a", "inf", "finite number"]),  # > 0, yet NaN a step later
         ("--guidance", "nan", ["--guidance", "nan", "finite number"]),
         ("--eta", ["nan"], ["--eta", "nan", "finite number"]),

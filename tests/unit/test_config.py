@@ -74,6 +74,7 @@ def test_generate_defaults() -> None:
     assert params.seeds == [0, 1, 2]
     assert params.num_inference_steps == 50
     assert params.guidance_scale == 7.5
+    assert params.guidance_rescale == 0.0
     assert params.scheduler == "ddim"
 
 
@@ -178,6 +179,15 @@ def test_non_positive_learning_rate_is_refused(stage: str, learning_rate: float)
 def test_negative_guidance_is_refused() -> None:
     message = invalid(spec(generate={"guidance_scale": -1.0}))
     assert "generate.guidance_scale = -1.0: Input should be greater than or equal to 0" in message
+
+
+@pytest.mark.parametrize(
+    ("rescale", "rule"),
+    [(-0.1, "greater than or equal to 0"), (1.5, "less than or equal to 1")],
+)
+def test_guidance_rescale_outside_0_to_1_is_refused(rescale: float, rule: str) -> None:
+    message = invalid(spec(generate={"guidance_rescale": rescale}))
+    assert f"generate.guidance_rescale = {rescale}: Input should be {rule}" in message
 
 
 def test_unknown_precision_is_refused() -> None:

@@ -151,6 +151,16 @@ def test_an_image_depends_on_its_seed_not_on_its_batch() -> None:
     assert difference.max() <= 1  # batch-size float noise only, at most one 8-bit level
 
 
+def test_guidance_rescale_reaches_the_sampler() -> None:
+    pipe = _pipeline("v_prediction")
+    _, e_tgt = _inputs(pipe)
+    e_opt = e_tgt * 0.9
+    one = FAST_C.model_copy(update={"seeds": [3], "etas": [0.7]})
+    plain = generate(pipe, e_tgt, e_opt, one, CPU)
+    rescaled = generate(pipe, e_tgt, e_opt, one.model_copy(update={"guidance_rescale": 1.0}), CPU)
+    assert not np.array_equal(_pixels(plain)[0], _pixels(rescaled)[0])
+
+
 def test_generate_reports_progress_per_batch() -> None:
     pipe = _pipeline("epsilon")
     _, e_tgt = _inputs(pipe)
