@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,9 +19,7 @@ from PIL import Image
 
 from tests.e2e.benchmark_runs import ROOT, run_benchmark
 
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_benchmark("toy_quality.py", *args)
+SCRIPT = "toy_quality.py"
 
 
 @pytest.mark.slow
@@ -30,7 +27,9 @@ def test_toy_quality_samples_captions_with_its_guidance_and_frames_them_with_ref
     tmp_path: Path,
 ) -> None:
     out, grid = tmp_path / "quality.json", tmp_path / "grid.png"
-    run = _run("--captions", "2", "--edits", "0", "--grid", str(grid), "--out", str(out))
+    run = run_benchmark(
+        SCRIPT, "--captions", "2", "--edits", "0", "--grid", str(grid), "--out", str(out)
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert json.loads(run.stdout) == result
@@ -71,6 +70,6 @@ def test_toy_quality_passes_its_guidance_and_rescale_to_the_sampler(
     ],
 )
 def test_toy_quality_refuses_bad_settings_before_sampling(args: list[str], message: str) -> None:
-    run = _run(*args)
+    run = run_benchmark(SCRIPT, *args)
     assert run.returncode == 2
     assert message in run.stderr
