@@ -50,7 +50,7 @@ from diffusers import StableDiffusionPipeline
 from report import emit
 
 from imagic.config import FinetuneParams, GenerateParams, OptimizeParams
-from imagic.device import Runtime, peak_memory_tracking, resolve_runtime
+from imagic.device import Runtime, device_name, peak_memory_tracking, resolve_runtime
 from imagic.errors import ImagicError
 from imagic.images import fit_to_resolution, image_to_tensor, read_image
 from imagic.method import (
@@ -365,12 +365,6 @@ def bench_stage_c(
 def machine_info(runtime: Runtime) -> dict[str, Any]:
     """Enough to tell two result files' machines apart; the numbers mean nothing without it."""
     device = runtime.device
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    elif device.type == "mps":
-        device_name = "Apple MPS"
-    else:
-        device_name = cpu_model_name()
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return {
         "platform": platform.platform(),
@@ -382,20 +376,9 @@ def machine_info(runtime: Runtime) -> dict[str, Any]:
         "torch_cuda": torch.version.cuda,
         "diffusers": diffusers.__version__,
         "device": str(device),
-        "device_name": device_name,
+        "device_name": device_name(device),
         "precision": runtime.precision,
     }
-
-
-def cpu_model_name() -> str:
-    """The CPU's marketing name where Linux exposes it (platform.processor() is often empty)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def contention_warnings(report: dict[str, Any]) -> list[str]:

@@ -8,8 +8,10 @@ always keeps fp32 master weights: autocast only lowers the precision of the forw
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -104,3 +106,23 @@ def peak_memory_tracking(device: torch.device) -> Iterator[dict[str, int]]:
     yield stats
     if device.type == "cuda":
         stats["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The model name of `device`: the GPU's, or on a CPU the processor's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return cpu_model_name()
+
+
+def cpu_model_name() -> str:
+    """The CPU's marketing name where Linux exposes it (platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"

@@ -7,6 +7,9 @@ torch is imported, in well under a second.
 Layout (`--out`):
 
     train_config.json       the latest run's parameters; marks the folder as resumable
+    environment.json        each run's machine and software (CPU, its vector instructions,
+                            threads, package versions): a run is reproducible bit for bit
+                            only on the same kind (`imagic.toyworld.train.run_environment`)
     checkpoints/            vae-0001000.pt, unet-0002000.pt, decoder-0000500.pt ... (the newest
                             `keep_checkpoints`)
     samples/                a grid per checkpoint: VAE reconstructions, text-to-image samples,
@@ -34,6 +37,7 @@ from imagic.toyworld.config import (
 )
 
 CONFIG_FILE = "train_config.json"
+ENVIRONMENT_FILE = "environment.json"
 CHECKPOINT_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
 LOSSES_FILE = "losses.json"
@@ -94,7 +98,7 @@ def prepare_training_folder(params: ToyTrainParams) -> Path:
         else:
             for name in (CHECKPOINT_DIR, SAMPLES_DIR, MODEL_DIR):
                 shutil.rmtree(out / name, ignore_errors=True)
-            for name in (LOSSES_FILE, GRID_FILE, CONFIG_FILE):
+            for name in (LOSSES_FILE, GRID_FILE, CONFIG_FILE, ENVIRONMENT_FILE):
                 (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if not config_file.is_file():  # a resumed run rewrites it once its checkpoint fits

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import random
 import sys
 import textwrap
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from imagic.device import Runtime, resolve_runtime
+from imagic.device import Runtime, cpu_model_name, device_name, resolve_runtime
 from imagic.errors import InvalidParamsError, OutputDirError
 from imagic.method.denoising import training_scheduler
 from imagic.outputs import staged_output_dir
@@ -58,6 +60,7 @@ from imagic.toyworld.config import EVAL_SEED_START, ToyTrainParams
 from imagic.toyworld.folder import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    ENVIRONMENT_FILE,
     GRID_FILE,
     LOSSES_FILE,
     MODEL_DIR,
@@ -250,6 +253,34 @@ def learning_rate(base: float, step: int, warmup: int, decay_until: int | None =
         return base
     progress = min(1.0, (step - warmup) / max(1, decay_until - warmup))
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+ENVIRONMENT_PACKAGES = ("torch", "diffusers", "transformers", "numpy", "pillow")
+
+
+def run_environment(device: torch.device) -> dict[str, Any]:
+    """The machine and software of a run: what decides its floating-point results besides
+    the recipe.
+
+    Why: a run is reproducible bit for bit only on the same kind of machine. torch picks its
+    CPU kernels by the processor's vector instructions (`cpu_capability`: AVX2, AVX512, ...)
+    and splits work by thread count, each with its own rounding, and training amplifies the
+    differences: phase a of the shipped recipe, rerun on another machine (an AVX2 AMD EPYC)
+    with the same torch build and threads, and with code that trains phase a bit for bit as
+    the shipped weights' commit did there, gave an encoder up to 0.27 away from the shipped
+    one after 4000 steps (README, "Provenance"). When a reproduction differs, this record
+    says whether the machines did.
+    """
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu": cpu_model_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        **{name: importlib.metadata.version(name) for name in ENVIRONMENT_PACKAGES},
+    }
 
 
 def eval_scenes(count: int) -> list[Any]:
@@ -765,6 +796,7 @@ class ToyTrainer:
         if checkpoints:
             self.load_checkpoint(checkpoints[-1])
             self._log(f"resuming {self.out} from {checkpoints[-1].name}")
+        self._record_environment(checkpoints[-1].name if checkpoints else None)
         write_json(self.out / CONFIG_FILE, self.params.model_dump(mode="json"))  # latest run
         self._log(
             f"training the toy model on {self.device} ({self.runtime.precision}), "
@@ -779,6 +811,14 @@ class ToyTrainer:
             self._run_phase("decoder", self.params.decoder_steps)
             self.vae.requires_grad_(False)
         return self._export()
+
+    def _record_environment(self, resumed_from: str | None) -> None:
+        """Append this run's machine and software to environment.json (one entry per run:
+        a resumed folder may have been trained on several machines)."""
+        path = self.out / ENVIRONMENT_FILE
+        runs = json.loads(path.read_text()) if path.is_file() else []
+        runs.append({"resumed_from": resumed_from, **run_environment(self.device)})
+        write_json(path, runs)
 
     def _export(self) -> ToyTrainResult:
         """Write losses.json, the final grid and the EMA pipeline (fp16) with its checksums."""

@@ -9,6 +9,7 @@ here are a few steps at batch 4 on the CPU.
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import json
 import os
@@ -29,7 +30,12 @@ from imagic.errors import InvalidParamsError, ModelLoadError, OutputDirError
 from imagic.models import load_pipeline
 from imagic.toyworld.checksums import CHECKSUMS_FILE, verify_checksums
 from imagic.toyworld.config import ToyModelConfig, ToyTrainParams
-from imagic.toyworld.folder import CONFIG_FILE, list_checkpoints, prepare_training_folder
+from imagic.toyworld.folder import (
+    CONFIG_FILE,
+    ENVIRONMENT_FILE,
+    list_checkpoints,
+    prepare_training_folder,
+)
 from imagic.toyworld.model import build_toy_pipeline, parameter_counts, save_toy_pipeline
 from imagic.toyworld.scenes import Scene, SceneObject, caption, sample_scene
 from imagic.toyworld.tokenizer import (
@@ -297,6 +303,17 @@ def test_a_short_run_writes_model_losses_grid_and_checksums(reference: ToyTrainR
     assert not [path for path in out.rglob(".*")]  # no temporary or staging leftovers
 
 
+def test_a_run_records_its_machine_and_software(reference: ToyTrainResult) -> None:
+    """What a reproduction on another machine is compared by (see `run_environment`)."""
+    first = json.loads((reference.out_dir / ENVIRONMENT_FILE).read_text())[0]
+    assert first["resumed_from"] is None and first["device"] == "cpu"
+    assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert first["torch_threads"] == torch.get_num_threads()
+    assert first["torch"] == torch.__version__
+    assert first["pillow"] == importlib.metadata.version("pillow")
+    assert first["cpu"] and first["device_name"] == first["cpu"]
+
+
 def _made_by(step: int) -> tuple[int, int]:
     """A batch maker for the test below: the step and the process that made it."""
     return step, os.getpid()
@@ -340,6 +357,10 @@ def test_an_interrupted_run_resumes_exactly(
     ours = json.loads((result.model_dir / CHECKSUMS_FILE).read_text())
     theirs = json.loads((reference.model_dir / CHECKSUMS_FILE).read_text())
     assert ours == theirs  # the same bytes as the uninterrupted run
+    runs = json.loads((out / ENVIRONMENT_FILE).read_text())
+    assert [run["resumed_from"] for run in runs] == [
+        None, "vae-0000002.pt", "unet-0000002.pt", "decoder-0000002.pt"
+    ]  # fmt: skip
 
 
 def test_a_finished_folder_reruns_without_training(reference: ToyTrainResult) -> None:
@@ -464,6 +485,7 @@ def test_no_resume_starts_a_training_folder_over(tmp_path: Path) -> None:
     (out / "checkpoints" / "unet-0000009.pt").write_bytes(b"old")
     (out / "losses.json").write_text("{}")
     (out / CONFIG_FILE).write_text("{}")
+    (out / ENVIRONMENT_FILE).write_text("[]")  # the earlier runs' machines: gone with them
     prepare_training_folder(ToyTrainParams(out=str(out), resume=False))
     assert sorted(path.name for path in out.iterdir()) == [CONFIG_FILE]
     assert json.loads((out / CONFIG_FILE).read_text())["resume"] is False
