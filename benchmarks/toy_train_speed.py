@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/toy_train_speed.py [--device cpu] [--precision fp32] [--workers 0 4]
                                          [--steps 100] [--warmup 10] [--batch-size 32]
+                                         [--decoder-batch-size N]
                                          [--profile FILE] [--profile-steps 10]
                                          [--out FILE.json]
 
@@ -56,12 +57,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--steps", type=int, default=100, help="measured steps per phase")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured steps first")
-    parser.add_argument("--batch-size", type=int, default=32, help="scenes per step")
+    parser.add_argument(
+        "--batch-size", type=int, default=ToyTrainParams.model_fields["batch_size"].default,
+        help="scenes per step (phase c too, unless --decoder-batch-size)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--decoder-batch-size", type=int, help="scenes per step of phase c; left out: --batch-size"
+    )
     parser.add_argument("--profile", type=Path, help="write a phase b operator profile here")
     parser.add_argument("--profile-steps", type=int, default=10, help="phase b steps profiled")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     require_positive(parser, args, "steps", "batch_size", "profile_steps")
+    if args.decoder_batch_size is not None:
+        require_positive(parser, args, "decoder_batch_size")
     if args.warmup < 0 or min(args.workers) < 0:
         parser.error(f"--warmup {args.warmup} and --workers {args.workers} must not be negative")
     try:  # the training command's own checks, so both refuse the same values
@@ -117,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "device": args.device,
         "batch_size": args.batch_size,
+        "decoder_batch_size": args.decoder_batch_size or args.batch_size,
         "steps": args.steps,
         "warmup": args.warmup,
         "torch": torch.__version__,
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device,
                 precision=args.precision,
                 batch_size=args.batch_size,
+                decoder_batch_size=args.decoder_batch_size,
                 data_workers=workers,
             )
             trainer = ToyTrainer(params, progress=False)

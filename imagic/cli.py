@@ -251,7 +251,18 @@ def _add_toy_command(commands: Any) -> None:
             int,
             "phase a: train the VAE on random crops of this side; left out: whole scenes",
         ),
-        ("--batch-size", "batch_size", int, "scenes per step"),
+        (
+            "--batch-size",
+            "batch_size",
+            int,
+            "scenes per step (phase c too, unless --decoder-batch-size)",
+        ),
+        (
+            "--decoder-batch-size",
+            "decoder_batch_size",
+            int,
+            "scenes per step of phase c; left out: --batch-size",
+        ),
         ("--seed", "seed", int, "seed of weights, data, noise and timesteps"),
         ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints and grids"),
         (
@@ -277,6 +288,13 @@ def _add_toy_command(commands: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="continue from OUT's newest checkpoint; --no-resume starts OUT over",
+    )
+    train.add_argument(
+        "--start-from",
+        dest="start_from",
+        metavar="CHECKPOINT",
+        help="while OUT has no checkpoint: branch from another folder's checkpoint (phases a "
+        "and b are not trained again; phase c's flags may differ if phase c had not started)",
     )
     train.set_defaults(handler=_run_toy_train_command)
 

@@ -136,7 +136,17 @@ class ToyTrainParams(_Frozen):
     decoder_steps: Annotated[int, Field(ge=0)] = Field(
         3500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
     )
-    batch_size: PositiveInt = Field(32, description="Scenes per optimizer step (every phase).")
+    batch_size: PositiveInt = Field(
+        32, description="Scenes per optimizer step (phases a and b; phase c too, by default)."
+    )
+    decoder_batch_size: PositiveInt | None = Field(
+        None,
+        description=(
+            "Phase c: scenes per decoder step; left out, batch_size. On the CPU a step's "
+            "time is about proportional to it, so half the batch buys twice the decoder "
+            "updates in the same minutes (README: 'Next: a longer phase c')."
+        ),
+    )
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
         0, description="Seed of the initial weights, the scenes, captions, noise and timesteps."
     )
@@ -154,6 +164,14 @@ class ToyTrainParams(_Frozen):
     )
     resume: bool = Field(
         True, description="Continue from the folder's last checkpoint; False starts over."
+    )
+    start_from: str | None = Field(
+        None,
+        description=(
+            "Another training folder's checkpoint to branch from while `out` has none of its "
+            "own: phases a and b are not trained again, and phase c's settings "
+            "(PHASE_C_FIELDS) may differ if phase c had not started (see check_branch_recipe)."
+        ),
     )
     data_workers: Annotated[int, Field(ge=0)] | None = Field(
         None,
@@ -231,10 +249,16 @@ class ToyTrainParams(_Frozen):
             )
         return value
 
+    @property
+    def phase_c_batch_size(self) -> int:
+        """Scenes per decoder step: decoder_batch_size, else batch_size (as before it existed)."""
+        return self.decoder_batch_size or self.batch_size
+
 
 RECIPE_FIELDS: tuple[str, ...] = (
     "decoder_steps",
     "batch_size",
+    "decoder_batch_size",
     "seed",
     "vae_learning_rate",
     "unet_learning_rate",
@@ -252,8 +276,22 @@ RECIPE_FIELDS: tuple[str, ...] = (
 )
 """Fields that must stay the same for a training folder's whole life (see ToyTrainParams)."""
 
-RECIPE_BEFORE_FIELD: dict[str, Any] = {"decoder_area_balance": 0.0, "vae_crop_size": None}
+RECIPE_BEFORE_FIELD: dict[str, Any] = {
+    "decoder_area_balance": 0.0,
+    "vae_crop_size": None,
+    "decoder_batch_size": None,
+}
 """What a folder whose train_config.json predates a recipe field was trained with."""
+
+PHASE_C_FIELDS: tuple[str, ...] = (
+    "decoder_steps",
+    "decoder_batch_size",
+    "decoder_learning_rate",
+    "decoder_object_weight",
+    "decoder_area_balance",
+)
+"""Recipe fields that phases a and b never read: a branch from a checkpoint taken before phase
+c started may change them, and the result is what a whole run of the new recipe gives."""
 
 TRAIN_FLAGS: dict[str, str] = {
     "out": "--out",
@@ -264,6 +302,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "decoder_area_balance": "--decoder-area-balance",
     "vae_crop_size": "--vae-crop-size",
     "batch_size": "--batch-size",
+    "decoder_batch_size": "--decoder-batch-size",
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",
     "data_workers": "--data-workers",
@@ -272,6 +311,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "device": "--device",
     "precision": "--precision",
     "resume": "--resume/--no-resume",
+    "start_from": "--start-from",
 }
 """The `imagic toy train` flag of each field, so errors name what the user typed."""
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from imagic.errors import InvalidParamsError, OutputDirError
 from imagic.toyworld.config import (
+    PHASE_C_FIELDS,
     RECIPE_BEFORE_FIELD,
     RECIPE_FIELDS,
     ToyTrainParams,
@@ -86,6 +87,11 @@ def prepare_training_folder(params: ToyTrainParams) -> Path:
             f"out (--out) = '{out}': cannot write into '{existing}' (permission denied); "
             "choose a folder you can write to."
         )
+    if params.start_from is not None and not Path(params.start_from).expanduser().is_file():
+        raise InvalidParamsError(
+            f"start_from (--start-from) = '{params.start_from}' is not a file; pass a "
+            f"checkpoint of another training folder (its {CHECKPOINT_DIR}/*.pt)."
+        )
     config_file = out / CONFIG_FILE
     if out.is_dir() and any(out.iterdir()):
         if not config_file.is_file():
@@ -101,27 +107,61 @@ def prepare_training_folder(params: ToyTrainParams) -> Path:
             for name in (LOSSES_FILE, GRID_FILE, CONFIG_FILE, ENVIRONMENT_FILE):
                 (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    if not config_file.is_file():  # a resumed run rewrites it once its checkpoint fits
+    if not config_file.is_file() and params.start_from is None:
+        # A resumed run rewrites it once its checkpoint fits; a branch writes it once its
+        # source checkpoint is accepted, so a refused one leaves `out` empty, not claimed.
         write_json(config_file, params.model_dump(mode="json"))
     return out
 
 
-def _check_same_recipe(params: ToyTrainParams, stored: dict[str, Any], out: Path) -> None:
-    """Refuse to resume with a recipe other than the one the folder was started with."""
+def _recipe_differences(
+    params: ToyTrainParams, stored: dict[str, Any], origin: str, free: tuple[str, ...] = ()
+) -> list[str]:
+    """One line per recipe field (outside `free`) whose value differs from `stored`'s."""
     current = params.model_dump(mode="json")
     stored = {**RECIPE_BEFORE_FIELD, **stored}
-    changed = [field for field in RECIPE_FIELDS if stored.get(field) != current[field]]
-    if changed:
-        lines = [
-            f"  {field_label(field)} = {current[field]!r}, but the folder was started with "
-            f"{stored.get(field)!r}"
-            for field in changed
-        ]
+    return [
+        f"  {field_label(field)} = {current[field]!r}, but {origin} {stored.get(field)!r}"
+        for field in RECIPE_FIELDS
+        if field not in free and stored.get(field) != current[field]
+    ]
+
+
+def _check_same_recipe(params: ToyTrainParams, stored: dict[str, Any], out: Path) -> None:
+    """Refuse to resume with a recipe other than the one the folder was started with."""
+    lines = _recipe_differences(params, stored, "the folder was started with")
+    if lines:
         raise InvalidParamsError(
             f"out (--out) = '{out}' is a training folder started with another recipe:\n"
             + "\n".join(lines)
             + "\nPass the same values to resume it, pass --no-resume to start it over, or "
             "choose a new --out."
+        )
+
+
+def check_branch_recipe(
+    params: ToyTrainParams, source: dict[str, Any], steps: dict[str, int], path: Path
+) -> None:
+    """Refuse to branch from a checkpoint whose training the new recipe would not have done.
+
+    `source` is the checkpoint's own parameters and `steps` its step counts. Every recipe
+    field must match, except phase c's (PHASE_C_FIELDS) while phase c has not started: phases
+    a and b never read them, so the branch ends where a whole run of its recipe would.
+    """
+    started = bool(steps.get("decoder"))
+    free = () if started else PHASE_C_FIELDS
+    lines = _recipe_differences(params, source, "the checkpoint was trained with", free)
+    if lines:
+        reason = (
+            "phase c had started there, so its settings must match too"
+            if started
+            else "only phase c's settings may differ"
+        )
+        raise InvalidParamsError(
+            f"start_from (--start-from) = '{path}' was trained with another recipe "
+            f"({reason}):\n"
+            + "\n".join(lines)
+            + "\nPass the checkpoint's values, or branch from an earlier checkpoint."
         )
 
 

@@ -22,7 +22,10 @@ Every batch is a pure function of (seed, phase, step): its scene seeds, captions
 dropout, noise and timesteps come from generators seeded by those three numbers. A checkpoint
 therefore only needs the weights, the optimizer and EMA state and the step counters, and a
 resumed run continues where the interrupted one stopped: bit for bit on the same CPU machine
-(the tests check it), up to the nondeterminism of some backward kernels on CUDA.
+(the tests check it), up to the nondeterminism of some backward kernels on CUDA. For the
+same reason a run can branch from another folder's checkpoint (`start_from`) with another
+phase c recipe: phases a and b never read phase c's settings, so a branch from the end of
+phase b ends where a whole run of the new recipe would, for the cost of phase c alone.
 Scene seeds are drawn below `EVAL_SEED_START`; sample grids show held-out seeds above it.
 
 The folder layout is described in `imagic.toyworld.folder`.
@@ -66,6 +69,7 @@ from imagic.toyworld.folder import (
     MODEL_DIR,
     PHASES,
     SAMPLES_DIR,
+    check_branch_recipe,
     list_checkpoints,
     prepare_training_folder,
     write_atomically,
@@ -469,14 +473,20 @@ class ToyTrainer:
         text = "{\n" + ",\n".join(parts) + "\n}\n"
         write_atomically(self.out / LOSSES_FILE, lambda path: path.write_text(text))
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore a checkpoint written by `save_checkpoint` (on any device)."""
+    def load_checkpoint(self, path: Path, *, branch: bool = False) -> None:
+        """Restore a checkpoint written by `save_checkpoint` (on any device).
+
+        `branch`: the checkpoint is another folder's (`start_from`), whose recipe may differ
+        from this run's in phase c's settings only (`check_branch_recipe`).
+        """
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise OutputDirError(
                 f"checkpoint '{path}' has format {state.get('format')!r}, not "
                 f"{CHECKPOINT_FORMAT}; start over with --no-resume or choose a new --out."
             )
+        if branch:
+            check_branch_recipe(self.params, state["params"], state["steps"], path)
         self._check_steps_fit(state["steps"], path)
         self.vae.load_state_dict(state["models"]["vae"])
         self.text_encoder.load_state_dict(state["models"]["text_encoder"])
@@ -733,7 +743,7 @@ class ToyTrainer:
                 caption_dropout=params.caption_dropout, image_size=size,
             )  # fmt: skip
         return functools.partial(
-            decoder_batch, params.seed, batch_size=params.batch_size,
+            decoder_batch, params.seed, batch_size=params.phase_c_batch_size,
             object_weight=params.decoder_object_weight, image_size=size,
             area_balance=params.decoder_area_balance,
         )  # fmt: skip
@@ -793,10 +803,17 @@ class ToyTrainer:
     def run(self) -> ToyTrainResult:
         """Resume from the newest checkpoint (if allowed), train the phases, export the model."""
         checkpoints = list_checkpoints(self.out) if self.params.resume else []
+        resumed_from = None
         if checkpoints:
             self.load_checkpoint(checkpoints[-1])
-            self._log(f"resuming {self.out} from {checkpoints[-1].name}")
-        self._record_environment(checkpoints[-1].name if checkpoints else None)
+            resumed_from = checkpoints[-1].name
+            self._log(f"resuming {self.out} from {resumed_from}")
+        elif self.params.start_from is not None:
+            source = Path(self.params.start_from).expanduser().absolute()
+            self.load_checkpoint(source, branch=True)
+            resumed_from = str(source)
+            self._log(f"starting {self.out} from another folder's checkpoint {source}")
+        self._record_environment(resumed_from)
         write_json(self.out / CONFIG_FILE, self.params.model_dump(mode="json"))  # latest run
         self._log(
             f"training the toy model on {self.device} ({self.runtime.precision}), "

@@ -33,7 +33,8 @@ def test_gpu_run_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "TRAIN_ARGS": "--vae-steps 2 --unet-steps 2 --decoder-steps 2 --grid-size 2 "
         "--sample-steps 2",
         "STAGE_ARGS": "--steps 1 --repeats 1",
-        "TRAIN_SPEED_ARGS": "--steps 1 --warmup 0 --workers 0 1 --batch-size 2",
+        "TRAIN_SPEED_ARGS": "--steps 1 --warmup 0 --workers 0 1 --batch-size 2 "
+        "--decoder-batch-size 2",
     }
     run = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_run.sh")],

@@ -33,6 +33,7 @@ def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], *expected: str
         ("--vae-steps", "0", "vae_steps"),
         ("--unet-steps", "-5", "unet_steps"),
         ("--batch-size", "0", "batch_size"),
+        ("--decoder-batch-size", "-2", "decoder_batch_size"),
         ("--checkpoint-every", "-1", "checkpoint_every"),
         ("--grid-size", "0", "grid_size"),
     ],
@@ -121,6 +122,40 @@ def test_a_folder_from_before_the_area_balance_resumes_with_balance_0(
     assert (out / "train_config.json").read_text() == config
 
 
+def test_a_folder_from_before_the_decoder_batch_size_resumes_with_its_batch_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Releases before `decoder_batch_size` trained phase c at `batch_size` and wrote no field:
+    such a folder resumes when the flag is left out, and a phase c batch of its own is a
+    change of recipe. Each call also changes --seed, so none gets past the recipe check."""
+    out = tmp_path / "run"
+    out.mkdir()
+    started = ToyTrainParams(out=str(out), batch_size=8).model_dump(mode="json")
+    del started["decoder_batch_size"]
+    config = json.dumps(started)
+    (out / "train_config.json").write_text(config)
+    err = _refused(["--out", str(out), "--batch-size", "8", "--seed", "1"], capsys)
+    assert "seed (--seed) = 1" in err
+    assert "decoder_batch_size" not in err
+    argv = ["--out", str(out), "--batch-size", "8", "--decoder-batch-size", "4", "--seed", "1"]
+    _refused(
+        argv, capsys,
+        "decoder_batch_size (--decoder-batch-size) = 4, but the folder was started with None",
+    )  # fmt: skip
+    assert (out / "train_config.json").read_text() == config
+
+
+def test_a_start_from_that_is_not_a_file_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, missing = tmp_path / "run", tmp_path / "no-such.pt"
+    _refused(
+        ["--out", str(out), "--start-from", str(missing)], capsys,
+        f"start_from (--start-from) = '{missing}' is not a file", "checkpoints/*.pt",
+    )  # fmt: skip
+    assert not out.exists()
+
+
 def test_every_bad_flag_is_reported_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,6 +195,7 @@ def test_a_one_step_run_writes_a_loadable_model(
 ) -> None:
     out = tmp_path / "run"
     argv = ["toy", "train", "--out", str(out), "--vae-steps", "1", "--unet-steps", "1"]
+    argv += ["--decoder-steps", "2", "--decoder-batch-size", "3"]
     fast = ["--grid-size", "2", "--sample-steps", "2", "--device", "cpu"]
     code = main([*argv, "--batch-size", "2", *fast])
     captured = capsys.readouterr()
@@ -167,7 +203,8 @@ def test_a_one_step_run_writes_a_loadable_model(
     assert "wrote the toy model to" in captured.out
     assert "toy vae" in captured.err and "toy unet" in captured.err  # progress bars
     verify_checksums(out / "model")
-    assert json.loads((out / "train_config.json").read_text())["batch_size"] == 2
+    config = json.loads((out / "train_config.json").read_text())
+    assert (config["batch_size"], config["decoder_batch_size"]) == (2, 3)
     assert (out / "grid.png").is_file()
     again = main([*argv, "--batch-size", "4"])  # another recipe: refused, folder kept
     assert again == 2

@@ -25,12 +25,14 @@ def test_toy_train_speed_times_each_phase_per_worker_count_against_the_first(
     out, profile = tmp_path / "speed.json", tmp_path / "profile.txt"
     run = _run(
         "--workers", "0", "1", "--steps", "2", "--warmup", "1", "--batch-size", "2",
+        "--decoder-batch-size", "3",
         "--profile", str(profile), "--profile-steps", "1", "--out", str(out),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert json.loads(run.stdout) == result
     assert result["precision"] == "fp32" and result["device"] == "cpu"
+    assert (result["batch_size"], result["decoder_batch_size"]) == (2, 3)
     cases = result["cases"]
     assert [(case["phase"], case["data_workers"]) for case in cases] == [
         (phase, workers) for workers in (0, 1) for phase in ("vae", "unet", "decoder")
@@ -47,6 +49,7 @@ def test_toy_train_speed_times_each_phase_per_worker_count_against_the_first(
     ("args", "message"),
     [
         (["--steps", "0"], "--steps must be at least 1, not 0"),
+        (["--decoder-batch-size", "0"], "--decoder-batch-size must be at least 1, not 0"),
         (["--workers", "0", "-1"], "--workers [0, -1] must not be negative"),
         (["--precision", "fp64"], "--precision 'fp64': Input should be 'auto', 'fp32'"),
         (["--device", "gpu"], "--device 'gpu': Value error, use one of auto, cpu"),

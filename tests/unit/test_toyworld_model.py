@@ -48,6 +48,7 @@ from imagic.toyworld.tokenizer import (
 )
 from imagic.toyworld.train import (
     REFERENCE_OBJECT_SHARE,
+    ToyTrainer,
     ToyTrainResult,
     decoder_batch,
     learning_rate,
@@ -246,6 +247,7 @@ FEW_STEPS = {
     "unet_steps": 3,
     "decoder_steps": 3,
     "batch_size": 4,
+    "decoder_batch_size": 2,
     "checkpoint_every": 2,
     "grid_size": 2,
     "sample_steps": 2,
@@ -390,9 +392,19 @@ def test_resuming_with_another_recipe_or_fewer_steps_is_refused(
         _train(reference.out_dir, decoder_steps=5)  # its learning rate decays to 0 at its end
 
 
-def test_phase_c_changes_the_decoder_only(reference: ToyTrainResult, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def without_phase_c(tmp_path_factory: pytest.TempPathFactory) -> ToyTrainResult:
+    """The reference's recipe with another phase c (none, at another batch size)."""
+    out = tmp_path_factory.mktemp("toy-train") / "no-phase-c"
+    result, _ = _train(out, decoder_steps=0, decoder_batch_size=None)
+    return result
+
+
+def test_phase_c_changes_the_decoder_only(
+    reference: ToyTrainResult, without_phase_c: ToyTrainResult
+) -> None:
     """The fine-tuned decoder is a drop-in: encoder (so the latents), text encoder, UNet equal."""
-    without, _ = _train(tmp_path / "no-phase-c", decoder_steps=0)
+    without = without_phase_c
     ours = json.loads((reference.model_dir / CHECKSUMS_FILE).read_text())
     theirs = json.loads((without.model_dir / CHECKSUMS_FILE).read_text())
     assert {k: v for k, v in ours.items() if not k.startswith("vae/")} == {
@@ -402,6 +414,61 @@ def test_phase_c_changes_the_decoder_only(reference: ToyTrainResult, tmp_path: P
     tuned, plain = load_file(reference.model_dir / name), load_file(without.model_dir / name)
     changed = {key for key in tuned if not torch.equal(tuned[key], plain[key])}
     assert changed and all(key.startswith(("decoder.", "post_quant_conv.")) for key in changed)
+
+
+def test_a_branch_from_the_end_of_phase_b_equals_a_whole_run_of_its_recipe(
+    reference: ToyTrainResult, without_phase_c: ToyTrainResult, tmp_path: Path
+) -> None:
+    """--start-from: phase c alone is trained, and the bytes are the reference's."""
+    source = list_checkpoints(without_phase_c.out_dir)[-1]
+    assert source.name == "unet-0000003.pt"
+    out = tmp_path / "branch"
+    result, ran = _train(out, start_from=str(source))
+    assert ran == [("decoder", 1), ("decoder", 2), ("decoder", 3)]
+    ours = json.loads((result.model_dir / CHECKSUMS_FILE).read_text())
+    theirs = json.loads((reference.model_dir / CHECKSUMS_FILE).read_text())
+    assert ours == theirs
+    assert result.losses.read_text() == reference.losses.read_text()
+    runs = json.loads((out / ENVIRONMENT_FILE).read_text())
+    assert [run["resumed_from"] for run in runs] == [str(source)]
+    again, ran = _train(out, start_from=str(source))  # the branch's own checkpoints now
+    assert ran == [] and again.resumed_from == ("decoder", 3)
+
+
+def test_a_branch_that_would_not_match_its_recipe_is_refused(
+    reference: ToyTrainResult, without_phase_c: ToyTrainResult, tmp_path: Path
+) -> None:
+    source = list_checkpoints(without_phase_c.out_dir)[-1]
+    with pytest.raises(InvalidParamsError) as excinfo:
+        _train(tmp_path / "seed", start_from=str(source), seed=1)
+    message = str(excinfo.value)
+    assert f"start_from (--start-from) = '{source}'" in message
+    assert "seed (--seed) = 1, but the checkpoint was trained with 0" in message
+    assert "only phase c's settings may differ" in message
+    assert "decoder" not in message.split("):")[1]  # phase c's own changes are allowed
+    assert not any((tmp_path / "seed").iterdir())  # nothing claimed: the fixed rerun works
+    inside_c = list_checkpoints(reference.out_dir)[0]
+    assert inside_c.name == "decoder-0000002.pt"
+    with pytest.raises(InvalidParamsError, match=r"phase c had started there(.|\n)*--decoder-lr"):
+        _train(tmp_path / "lr", start_from=str(inside_c), decoder_learning_rate=1e-4)
+    with pytest.raises(InvalidParamsError, match=r"--start-from\) = '.*missing.pt' is not a file"):
+        prepare_training_folder(
+            ToyTrainParams(out=str(tmp_path / "x"), start_from=str(tmp_path / "missing.pt"))
+        )
+
+
+@pytest.mark.parametrize(("decoder_batch_size", "expected"), [(None, 4), (2, 2)])
+def test_phase_c_batches_take_decoder_batch_size_else_batch_size(
+    decoder_batch_size: int | None, expected: int, tmp_path: Path
+) -> None:
+    params = ToyTrainParams(
+        out=str(tmp_path / "run"), **{**FEW_STEPS, "decoder_batch_size": decoder_batch_size}
+    )
+    trainer = ToyTrainer(params, progress=False)
+    images, weights = trainer.batch_maker("decoder")(1)
+    assert len(images) == len(weights) == expected
+    images, captions = trainer.batch_maker("unet")(1)
+    assert len(images) == len(captions) == 4
 
 
 def test_decoder_batch_weighs_object_pixels() -> None:
