@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ToyTrainParams(out=".", device=args.device, precision=args.precision)
     except ValidationError as exc:
         error = exc.errors()[0]
-        parser.error(f"--{error['loc'][0]} {error['input']!r}: {error['msg']}")
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
+        parser.error(f"{flag} {error['input']!r}: {error['msg']}")
     return args
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "device": args.device,
         "batch_size": args.batch_size,
-        "decoder_batch_size": args.decoder_batch_size or args.batch_size,
+        "decoder_batch_size": None,
         "steps": args.steps,
         "warmup": args.warmup,
         "torch": torch.__version__,
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             trainer = ToyTrainer(params, progress=False)
             report["precision"] = trainer.runtime.precision
+            report["decoder_batch_size"] = params.phase_c_batch_size
             for phase in PHASES:
                 times = seconds_per_step(trainer, phase, args.steps, args.warmup)
                 median = statistics.median(times)

@@ -114,6 +114,13 @@ def prepare_training_folder(params: ToyTrainParams) -> Path:
     return out
 
 
+def _difference(field: str, value: Any, origin: str, stored: Any) -> str:
+    """One refusal line; None is shown as a flag left out (its fallback applies), as typed."""
+    ours = f"{field_label(field)} " + ("left out" if value is None else f"= {value!r}")
+    theirs = "it left out" if stored is None else repr(stored)
+    return f"  {ours}, but {origin} {theirs}"
+
+
 def _recipe_differences(
     params: ToyTrainParams, stored: dict[str, Any], origin: str, free: tuple[str, ...] = ()
 ) -> list[str]:
@@ -121,7 +128,7 @@ def _recipe_differences(
     current = params.model_dump(mode="json")
     stored = {**RECIPE_BEFORE_FIELD, **stored}
     return [
-        f"  {field_label(field)} = {current[field]!r}, but {origin} {stored.get(field)!r}"
+        _difference(field, current[field], origin, stored.get(field))
         for field in RECIPE_FIELDS
         if field not in free and stored.get(field) != current[field]
     ]

@@ -487,7 +487,7 @@ class ToyTrainer:
             )
         if branch:
             check_branch_recipe(self.params, state["params"], state["steps"], path)
-        self._check_steps_fit(state["steps"], path)
+        self._check_steps_fit(state["steps"], path, branch)
         self.vae.load_state_dict(state["models"]["vae"])
         self.text_encoder.load_state_dict(state["models"]["text_encoder"])
         self.unet.load_state_dict(state["models"]["unet"])
@@ -509,9 +509,10 @@ class ToyTrainer:
         np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
         self.resumed_from = self._phase_position()
 
-    def _check_steps_fit(self, steps: dict[str, int], path: Path) -> None:
-        """A folder cannot be resumed to fewer steps than it already trained, nor can an
-        earlier phase go on once a later one started on its result."""
+    def _check_steps_fit(self, steps: dict[str, int], path: Path, branch: bool = False) -> None:
+        """A folder cannot be resumed (or branched) to fewer steps than its checkpoint already
+        trained, nor can an earlier phase go on once a later one started on its result."""
+        other = "--start-from an earlier checkpoint" if branch else "--no-resume to start over"
         vae_done, unet_done = steps["vae"], steps["unet"]
         wanted = self.params.vae_steps
         if vae_done > wanted or (unet_done and vae_done != wanted):
@@ -519,7 +520,7 @@ class ToyTrainer:
                 f"vae_steps (--vae-steps) = {wanted}: the checkpoint '{path.name}' has "
                 f"{vae_done} VAE steps and {unet_done} UNet steps. Pass --vae-steps {vae_done} "
                 "to continue it (once the UNet phase started, the VAE whose latents it learns "
-                "cannot change), or --no-resume to start over."
+                f"cannot change), or {other}."
             )
         tuned = bool(steps.get("decoder"))  # phase c started: the UNet must stay as it is
         if unet_done > self.params.unet_steps or (tuned and unet_done != self.params.unet_steps):
@@ -527,8 +528,7 @@ class ToyTrainer:
             raise InvalidParamsError(
                 f"unet_steps (--unet-steps) = {self.params.unet_steps}: the checkpoint "
                 f"'{path.name}' already has {unet_done} UNet steps{started}; pass --unet-steps "
-                f"{unet_done}{'' if tuned else ' or more'} to continue it, or --no-resume to "
-                "start over."
+                f"{unet_done}{'' if tuned else ' or more'} to continue it, or {other}."
             )
 
     # -- phase a: the VAE ---------------------------------------------------------------------

@@ -140,7 +140,8 @@ def test_a_folder_from_before_the_decoder_batch_size_resumes_with_its_batch_size
     argv = ["--out", str(out), "--batch-size", "8", "--decoder-batch-size", "4", "--seed", "1"]
     _refused(
         argv, capsys,
-        "decoder_batch_size (--decoder-batch-size) = 4, but the folder was started with None",
+        "decoder_batch_size (--decoder-batch-size) = 4, but the folder was started with it "
+        "left out",
     )  # fmt: skip
     assert (out / "train_config.json").read_text() == config
 

@@ -451,6 +451,8 @@ def test_a_branch_that_would_not_match_its_recipe_is_refused(
     assert inside_c.name == "decoder-0000002.pt"
     with pytest.raises(InvalidParamsError, match=r"phase c had started there(.|\n)*--decoder-lr"):
         _train(tmp_path / "lr", start_from=str(inside_c), decoder_learning_rate=1e-4)
+    with pytest.raises(InvalidParamsError, match=r"--vae-steps 3 .*--start-from an earlier"):
+        _train(tmp_path / "vae", start_from=str(source), vae_steps=2)  # its VAE has 3 steps
     with pytest.raises(InvalidParamsError, match=r"--start-from\) = '.*missing.pt' is not a file"):
         prepare_training_folder(
             ToyTrainParams(out=str(tmp_path / "x"), start_from=str(tmp_path / "missing.pt"))
@@ -533,7 +535,7 @@ def test_a_run_on_crops_trains_phase_a_on_crops_and_exports_a_whole_scene_model(
     assert json.loads((cropped.out_dir / CONFIG_FILE).read_text())["vae_crop_size"] == 32
     pipe = load_pipeline(str(cropped.model_dir))
     assert pipe.vae.config.sample_size == 64  # the model itself still works on whole scenes
-    with pytest.raises(InvalidParamsError, match=r"vae_crop_size \(--vae-crop-size\) = None"):
+    with pytest.raises(InvalidParamsError, match=r"\(--vae-crop-size\) left out, but .* 32"):
         _train(cropped.out_dir)  # the crop is part of the recipe
 
 
