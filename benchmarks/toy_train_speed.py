@@ -124,10 +124,11 @@ def profile_table(trainer: ToyTrainer, steps: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    recipe = {"batch_size": args.batch_size, "decoder_batch_size": args.decoder_batch_size}
     report: dict[str, Any] = {
         "device": args.device,
         "batch_size": args.batch_size,
-        "decoder_batch_size": None,
+        "decoder_batch_size": ToyTrainParams(out=".", **recipe).phase_c_batch_size,
         "steps": args.steps,
         "warmup": args.warmup,
         "torch": torch.__version__,
@@ -141,13 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                 out=str(Path(workdir) / f"workers-{workers}"),
                 device=args.device,
                 precision=args.precision,
-                batch_size=args.batch_size,
-                decoder_batch_size=args.decoder_batch_size,
+                **recipe,
                 data_workers=workers,
             )
             trainer = ToyTrainer(params, progress=False)
             report["precision"] = trainer.runtime.precision
-            report["decoder_batch_size"] = params.phase_c_batch_size
             for phase in PHASES:
                 times = seconds_per_step(trainer, phase, args.steps, args.warmup)
                 median = statistics.median(times)
