@@ -187,6 +187,21 @@ def random_crops(
     ]
 
 
+def kl_scale(image_size: int, crop_size: int | None) -> float:
+    """What phase a multiplies a crop's KL (summed per image) by: the whole scene's area over
+    the crop's, 1 without crops.
+
+    Why: phase a's loss is a per-pixel mean squared error plus the KL summed over an image's
+    latents. A 32-px crop of a 64-px scene has a quarter of the latents but the same per-pixel
+    error, so unscaled its KL weighed a quarter as much, and the VAE it trained encoded with
+    half the posterior noise of a whole-scene one (in the UNet's units, mean 0.30 against
+    0.57, median 0.11 against 0.51; benchmarks/README.md, "A full run with crops"), and the one
+    full run on such latents made much worse samples. Scaled, every latent weighs what it does
+    in a whole scene.
+    """
+    return 1.0 if crop_size is None else (image_size / crop_size) ** 2
+
+
 def vae_batch(
     seed: int, step: int, batch_size: int, image_size: int, crop_size: int | None, grid: int
 ) -> np.ndarray:
@@ -538,7 +553,8 @@ class ToyTrainer:
         return torch.randn(tuple(shape), generator=generator).to(self.device)
 
     def vae_step(self, step: int, images: np.ndarray) -> dict[str, float]:
-        """One VAE optimizer step: MSE reconstruction plus `kl_weight` x KL (summed per image)."""
+        """One VAE optimizer step: MSE reconstruction plus `kl_weight` x KL (summed per image,
+        scaled to a whole scene's area on crops: `kl_scale`)."""
         params = self.params
         pixels = _to_tensor(images, self.device)
         generator = torch.Generator().manual_seed(_stream_seed(params.seed, "vae", step, "noise"))
@@ -549,7 +565,8 @@ class ToyTrainer:
             reconstruction = self.vae.decode(latents).sample
         mse = F.mse_loss(reconstruction.float(), pixels)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3)).mean()
-        loss = mse + params.kl_weight * kl
+        scale = kl_scale(params.model.image_size, params.vae_crop_size)
+        loss = mse + params.kl_weight * scale * kl
         rate = learning_rate(params.vae_learning_rate, step, params.warmup_steps)
         self._optimize(self.vae_optimizer, self.vae.parameters(), loss, rate)
         return {"step": step, "loss": loss.item(), "mse": mse.item(), "kl": kl.item()}

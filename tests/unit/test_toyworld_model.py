@@ -51,6 +51,7 @@ from imagic.toyworld.train import (
     ToyTrainer,
     ToyTrainResult,
     decoder_batch,
+    kl_scale,
     learning_rate,
     phase_batches,
     random_crops,
@@ -533,6 +534,14 @@ def test_a_run_on_crops_trains_phase_a_on_crops_and_exports_a_whole_scene_model(
     ours, theirs = (json.loads(r.losses.read_text()) for r in (cropped, reference))
     assert ours["vae"] != theirs["vae"] and ours["decoder"] != theirs["decoder"]
     assert json.loads((cropped.out_dir / CONFIG_FILE).read_text())["vae_crop_size"] == 32
+    # A crop's KL counts as a whole scene's would: a quarter of the area, 4 times the weight.
+    assert kl_scale(NARROW.image_size, 32) == (NARROW.image_size / 32) ** 2 > 1
+    for records, scale in ((ours, kl_scale(NARROW.image_size, 32)), (theirs, 1.0)):
+        for record in records["vae"]:
+            kl_term = record["loss"] - record["mse"]
+            assert kl_term == pytest.approx(
+                ToyTrainParams.model_fields["kl_weight"].default * scale * record["kl"], rel=1e-3
+            )
     pipe = load_pipeline(str(cropped.model_dir))
     assert pipe.vae.config.sample_size == 64  # the model itself still works on whole scenes
     with pytest.raises(InvalidParamsError, match=r"\(--vae-crop-size\) left out, but .* 32"):
