@@ -195,9 +195,9 @@ def kl_scale(image_size: int, crop_size: int | None) -> float:
     latents. A 32-px crop of a 64-px scene has a quarter of the latents but the same per-pixel
     error, so unscaled its KL weighed a quarter as much, and the VAE it trained encoded with
     half the posterior noise of a whole-scene one (in the UNet's units, mean 0.30 against
-    0.57, median 0.11 against 0.51; benchmarks/README.md, "A full run with crops"), and the one
-    full run on such latents made much worse samples. Scaled, every latent weighs what it does
-    in a whole scene.
+    0.57, median 0.11 against 0.51; benchmarks/README.md, "Crops with the KL scaled"), and
+    the one full run on such latents made much worse samples. Scaled, every latent weighs what
+    it does in a whole scene.
     """
     return 1.0 if crop_size is None else (image_size / crop_size) ** 2
 
