@@ -290,6 +290,12 @@ def _add_toy_command(commands: Any) -> None:
         help="continue from OUT's newest checkpoint; --no-resume starts OUT over",
     )
     train.add_argument(
+        "--decoder-alongside",
+        action=argparse.BooleanOptionalAction,
+        default=defaults["decoder_alongside"],
+        help="train phase c in a second process during phase b, each on half the threads",
+    )
+    train.add_argument(
         "--start-from",
         dest="start_from",
         metavar="CHECKPOINT",

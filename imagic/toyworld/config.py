@@ -180,6 +180,16 @@ class ToyTrainParams(_Frozen):
             "not depend on it. None: 0 on a CPU (torch's threads use its cores), else up to 4."
         ),
     )
+    decoder_alongside: bool = Field(
+        False,
+        description=(
+            "Train phase c in a second process while phase b trains, each with half of "
+            "torch's threads (at least 1): phase c reads only the VAE, which phase b freezes. "
+            "On a 2-core CPU two one-thread steps at once did 1.16 to 1.36 times the work per "
+            "second of one two-thread step (benchmarks/toy_alongside_speed.py). The result is "
+            "a sequential run's with those thread counts; not yet the default."
+        ),
+    )
     keep_checkpoints: PositiveInt = Field(2, description="Newest checkpoints kept on disk.")
     grid_size: PositiveInt = Field(8, description="Held-out captions in each sample grid.")
     sample_steps: PositiveInt = Field(25, description="DDIM steps of the sample grids.")
@@ -306,6 +316,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",
     "data_workers": "--data-workers",
+    "decoder_alongside": "--decoder-alongside",
     "grid_size": "--grid-size",
     "sample_steps": "--sample-steps",
     "device": "--device",

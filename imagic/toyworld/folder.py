@@ -17,6 +17,9 @@ Layout (`--out`):
     losses.json             per phase, one entry per step
     grid.png                held-out captions, their true scene and a sample of the final model
     model/                  the diffusers pipeline, fp16 safetensors, with checksums.json
+    phase-c-alongside/      with `decoder_alongside`, until phase b ends: phase c's own
+                            training folder (this layout), trained by a second process from
+                            the VAE of phase a, then merged into checkpoints/ and removed
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ SAMPLES_DIR = "samples"
 LOSSES_FILE = "losses.json"
 GRID_FILE = "grid.png"
 MODEL_DIR = "model"
+ALONGSIDE_DIR = "phase-c-alongside"
 PHASES = ("vae", "unet", "decoder")
 
 
@@ -102,7 +106,7 @@ def prepare_training_folder(params: ToyTrainParams) -> Path:
         if params.resume:
             _check_same_recipe(params, json.loads(config_file.read_text()), out)
         else:
-            for name in (CHECKPOINT_DIR, SAMPLES_DIR, MODEL_DIR):
+            for name in (CHECKPOINT_DIR, SAMPLES_DIR, MODEL_DIR, ALONGSIDE_DIR):
                 shutil.rmtree(out / name, ignore_errors=True)
             for name in (LOSSES_FILE, GRID_FILE, CONFIG_FILE, ENVIRONMENT_FILE):
                 (out / name).unlink(missing_ok=True)

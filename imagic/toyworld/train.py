@@ -28,6 +28,10 @@ phase c recipe: phases a and b never read phase c's settings, so a branch from t
 phase b ends where a whole run of the new recipe would, for the cost of phase c alone.
 Scene seeds are drawn below `EVAL_SEED_START`; sample grids show held-out seeds above it.
 
+Phase c reads only the VAE, which phase b freezes, so with `decoder_alongside` it runs in a
+second process during phase b, each on half of torch's threads: on a 2-core CPU two one-thread
+steps do more work together than one two-thread step does (`run_alongside`).
+
 The folder layout is described in `imagic.toyworld.folder`.
 """
 
@@ -38,9 +42,11 @@ import functools
 import importlib.metadata
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
+import shutil
 import sys
 import textwrap
 import time
@@ -61,6 +67,7 @@ from imagic.method.denoising import training_scheduler
 from imagic.outputs import staged_output_dir
 from imagic.toyworld.config import EVAL_SEED_START, ToyTrainParams
 from imagic.toyworld.folder import (
+    ALONGSIDE_DIR,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     ENVIRONMENT_FILE,
@@ -87,6 +94,7 @@ from imagic.toyworld.scenes import (
 
 CHECKPOINT_FORMAT = 1
 SCALING_SCENES = 256  # scenes whose latents set the VAE scaling factor, as SD did with its data
+DECODER_PREFIXES = ("decoder.", "post_quant_conv.")  # the VAE weights phase c trains
 REFERENCE_OBJECT_SHARE = 100 / 64**2  # phase c: an object this share of the image keeps its weight
 
 StepHook = Callable[[str, int, float], None]
@@ -399,11 +407,19 @@ class ToyTrainer:
     """Holds the models, optimizers and counters of one training folder; `run` trains them."""
 
     def __init__(
-        self, params: ToyTrainParams, *, on_step: StepHook | None = None, progress: bool = True
+        self,
+        params: ToyTrainParams,
+        *,
+        on_step: StepHook | None = None,
+        progress: bool = True,
+        decoder_only: bool = False,
     ) -> None:
+        """`decoder_only`: this trainer runs phase c alone, in the folder `decoder_alongside`
+        gives it, from a checkpoint taken at any point of phase b (`train_decoder_alongside`)."""
         self.params = params
         self.on_step = on_step
         self.progress = progress
+        self.decoder_only = decoder_only
         self.out = prepare_training_folder(params)
         self.runtime: Runtime = resolve_runtime(params.device, params.precision)
         self.device = self.runtime.device
@@ -448,7 +464,16 @@ class ToyTrainer:
         phase, step = self._phase_position()
         folder = self.out / CHECKPOINT_DIR
         folder.mkdir(exist_ok=True)
-        state = {
+        state = self._checkpoint_state()
+        path = folder / f"{phase}-{step:07d}.pt"
+        write_atomically(path, lambda target: torch.save(state, target))
+        for old in list_checkpoints(self.out)[: -self.params.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        self._write_losses()
+        return path
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
             "format": CHECKPOINT_FORMAT,
             "params": self.params.model_dump(mode="json"),
             "steps": dict(self.steps),
@@ -472,12 +497,6 @@ class ToyTrainer:
                 "numpy": _numpy_rng_state(),
             },
         }
-        path = folder / f"{phase}-{step:07d}.pt"
-        write_atomically(path, lambda target: torch.save(state, target))
-        for old in list_checkpoints(self.out)[: -self.params.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        self._write_losses()
-        return path
 
     def _write_losses(self) -> None:
         """losses.json: per phase, one record per step, one record per line (diff-friendly)."""
@@ -537,6 +556,8 @@ class ToyTrainer:
                 "to continue it (once the UNet phase started, the VAE whose latents it learns "
                 f"cannot change), or {other}."
             )
+        if self.decoder_only:  # phase c alongside phase b: its UNet is not the one trained
+            return
         tuned = bool(steps.get("decoder"))  # phase c started: the UNet must stay as it is
         if unet_done > self.params.unet_steps or (tuned and unet_done != self.params.unet_steps):
             started = " and has started phase c, which tunes the decoder after it" if tuned else ""
@@ -794,7 +815,7 @@ class ToyTrainer:
         batches = phase_batches(self.batch_maker(phase), done + 1, total, self.data_workers)
         bar = tqdm(
             total=total, initial=done, desc=f"toy {phase}", unit="step", disable=not self.progress,
-            dynamic_ncols=True, file=sys.stderr,
+            dynamic_ncols=True, file=sys.stderr, position=int(self.decoder_only),
         )  # fmt: skip
         with bar:
             for step, batch in zip(range(done + 1, total + 1), batches, strict=True):
@@ -840,18 +861,119 @@ class ToyTrainer:
             self._run_phase("vae", self.params.vae_steps)
             self._set_scaling_factor(self.compute_scaling_factor())
             self._log(f"VAE latent scaling factor {self.scaling_factor:.5f}")
-        self._run_phase("unet", self.params.unet_steps)
-        if self.params.decoder_steps:
-            self._run_phase("decoder", self.params.decoder_steps)
-            self.vae.requires_grad_(False)
+        if (
+            self.params.decoder_alongside
+            and self.params.decoder_steps
+            and not self.steps["decoder"]
+        ):
+            self.run_alongside()
+        else:
+            self._run_phase("unet", self.params.unet_steps)
+            if self.params.decoder_steps:
+                self._run_phase("decoder", self.params.decoder_steps)
+        self.vae.requires_grad_(False)
         return self._export()
+
+    # -- phases b and c at once -----------------------------------------------------------------
+
+    def run_alongside(self) -> None:
+        """Phase b here and phase c in a second process, then phase c's decoder merged in.
+
+        Phase c starts from the VAE of phase a, which phase b never changes, and its batches
+        and noise depend only on (seed, step), so its decoder is the one a sequential run
+        makes with the same thread count. The second process trains in its own training
+        folder (`ALONGSIDE_DIR`) with its own checkpoints, so either side resumes where it
+        stopped. Why: on a 2-core CPU a second torch thread speeds these small models' steps
+        up by only about 1.5 times, so two one-thread processes do more work per second than
+        one two-thread one (benchmarks/README.md, "Phases b and c at once").
+        """
+        threads = torch.get_num_threads()
+        unet_threads, decoder_threads = alongside_threads(threads)
+        folder = self._seed_alongside_folder()
+        self._log(
+            f"phase c trains in a second process alongside phase b ({unet_threads} + "
+            f"{decoder_threads} torch threads), in {folder}"
+        )
+        process = multiprocessing.get_context("spawn").Process(
+            target=train_decoder_alongside,
+            args=(self._alongside_params(folder), decoder_threads, self.progress),
+            name="imagic-toy-phase-c",
+        )
+        process.start()
+        try:
+            torch.set_num_threads(unet_threads)
+            self._run_phase("unet", self.params.unet_steps)
+            process.join()
+        finally:
+            torch.set_num_threads(threads)
+            if process.is_alive():  # phase b failed or was interrupted: stop phase c too
+                process.terminate()
+                process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(
+                f"phase c, trained in a second process alongside phase b, stopped with exit "
+                f"code {process.exitcode} (its error is above). Phase b is complete; rerun the "
+                f"same command to resume phase c from its newest checkpoint in {folder}."
+            )
+        self._merge_alongside_decoder(folder)
+
+    def _alongside_params(self, folder: Path) -> ToyTrainParams:
+        return self.params.model_copy(
+            update={
+                "out": str(folder),
+                "resume": True,
+                "start_from": None,
+                "decoder_alongside": False,
+            }
+        )
+
+    def _seed_alongside_folder(self) -> Path:
+        """Make phase c's folder with this trainer's state as its first checkpoint (once).
+
+        Written here, before the second process starts, so that phase a's VAE is on disk for
+        phase c even after this folder's own checkpoints of phase b have replaced phase a's.
+        """
+        folder = self.out / ALONGSIDE_DIR
+        if list_checkpoints(folder):
+            return folder
+        prepare_training_folder(self._alongside_params(folder))
+        (folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        state = self._checkpoint_state()
+        path = folder / CHECKPOINT_DIR / f"unet-{self.steps['unet']:07d}.pt"
+        write_atomically(path, lambda target: torch.save(state, target))
+        return folder
+
+    def _merge_alongside_decoder(self, folder: Path) -> None:
+        """Take the finished phase c's decoder, optimizer, losses and grids; drop its folder."""
+        newest = list_checkpoints(folder)[-1]
+        if newest.name != f"decoder-{self.params.decoder_steps:07d}.pt":
+            raise RuntimeError(
+                f"phase c's folder {folder} ends at {newest.name}, not at its last step"
+            )
+        state = torch.load(newest, map_location="cpu", weights_only=True)
+        vae = state["models"]["vae"]
+        for name, tensor in self.vae.state_dict().items():
+            if not name.startswith(DECODER_PREFIXES) and not torch.equal(tensor.cpu(), vae[name]):
+                raise RuntimeError(f"phase c's folder {folder} has another VAE ({name} differs)")
+        self.vae.load_state_dict(vae)
+        self.decoder_optimizer.load_state_dict(state["optimizers"]["decoder"])
+        self.steps["decoder"] = state["steps"]["decoder"]
+        self.losses["decoder"] = state["losses"]["decoder"]
+        (self.out / SAMPLES_DIR).mkdir(exist_ok=True)
+        for grid in sorted((folder / SAMPLES_DIR).glob("decoder-*.png")):
+            shutil.copyfile(grid, self.out / SAMPLES_DIR / grid.name)
+        self.save_checkpoint()  # the state a sequential run has at the end of phase c
+        shutil.rmtree(folder)
 
     def _record_environment(self, resumed_from: str | None) -> None:
         """Append this run's machine and software to environment.json (one entry per run:
         a resumed folder may have been trained on several machines)."""
         path = self.out / ENVIRONMENT_FILE
         runs = json.loads(path.read_text()) if path.is_file() else []
-        runs.append({"resumed_from": resumed_from, **run_environment(self.device)})
+        entry = {"resumed_from": resumed_from, **run_environment(self.device)}
+        if self.params.decoder_alongside:  # phase b's and phase c's threads (run_alongside)
+            entry["alongside_threads"] = list(alongside_threads(torch.get_num_threads()))
+        runs.append(entry)
         write_json(path, runs)
 
     def _export(self) -> ToyTrainResult:
@@ -872,6 +994,20 @@ class ToyTrainer:
             device=str(self.device),
             resumed_from=self.resumed_from,
         )
+
+
+def alongside_threads(threads: int) -> tuple[int, int]:
+    """torch threads of phase b and of phase c when they run at once: half each, at least 1."""
+    unet_threads = max(1, threads // 2)
+    return unet_threads, max(1, threads - unet_threads)
+
+
+def train_decoder_alongside(params: ToyTrainParams, threads: int, progress: bool) -> None:
+    """The second process of `ToyTrainer.run_alongside`: phase c in its own folder."""
+    torch.set_num_threads(threads)
+    trainer = ToyTrainer(params, progress=progress, decoder_only=True)
+    trainer.load_checkpoint(list_checkpoints(trainer.out)[-1])
+    trainer._run_phase("decoder", params.decoder_steps)
 
 
 def train_toy_model(

@@ -31,6 +31,7 @@ from imagic.models import load_pipeline
 from imagic.toyworld.checksums import CHECKSUMS_FILE, verify_checksums
 from imagic.toyworld.config import ToyModelConfig, ToyTrainParams
 from imagic.toyworld.folder import (
+    ALONGSIDE_DIR,
     CONFIG_FILE,
     ENVIRONMENT_FILE,
     list_checkpoints,
@@ -557,6 +558,60 @@ def test_learning_rate_warms_up_then_stays_or_decays_to_zero() -> None:
     assert all(later <= earlier for earlier, later in itertools.pairwise(decayed))
 
 
+@pytest.fixture(scope="module")
+def one_thread_run(tmp_path_factory: pytest.TempPathFactory) -> ToyTrainResult:
+    """The reference's recipe, every phase on one torch thread: what phase c alongside phase
+    b (one thread each when torch has one) must reproduce."""
+    result, _ = _train_one_thread(tmp_path_factory.mktemp("toy-train") / "one-thread")
+    return result
+
+
+def _train_one_thread(out: Path, **overrides: object) -> tuple:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(out, **overrides)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _same_model_and_losses(result: ToyTrainResult, other: ToyTrainResult) -> bool:
+    ours = json.loads((result.model_dir / CHECKSUMS_FILE).read_text())
+    theirs = json.loads((other.model_dir / CHECKSUMS_FILE).read_text())
+    return ours == theirs and result.losses.read_text() == other.losses.read_text()
+
+
+def test_phase_c_alongside_phase_b_gives_the_sequential_run_s_bytes(
+    one_thread_run: ToyTrainResult, tmp_path: Path
+) -> None:
+    """--decoder-alongside: phase c in a second process, merged into this folder at the end."""
+    result, ran = _train_one_thread(tmp_path / "run", decoder_alongside=True)
+    assert ran == [(phase, step) for phase in ("vae", "unet") for step in (1, 2, 3)]  # c: there
+    assert _same_model_and_losses(result, one_thread_run)
+    out = result.out_dir
+    assert [path.name for path in list_checkpoints(out)] == [
+        "unet-0000003.pt",
+        "decoder-0000003.pt",
+    ]
+    samples = sorted(path.name for path in (out / "samples").iterdir())
+    assert samples == sorted(path.name for path in (one_thread_run.out_dir / "samples").iterdir())
+    assert not (out / ALONGSIDE_DIR).exists()  # merged, then removed
+    assert json.loads((out / ENVIRONMENT_FILE).read_text())[0]["alongside_threads"] == [1, 1]
+
+
+def test_phase_c_alongside_resumes_with_phase_b(
+    one_thread_run: ToyTrainResult, tmp_path: Path
+) -> None:
+    """Phase b interrupted: the second process is stopped too; a rerun resumes both."""
+    out = tmp_path / "run"
+    result, ran = _train_one_thread(out, stop_at=("unet", 2), decoder_alongside=True)
+    assert result is None and ran[-1] == ("unet", 2)
+    assert list_checkpoints(out / ALONGSIDE_DIR)  # phase c's folder, seeded before phase b
+    result, ran = _train_one_thread(out, decoder_alongside=True)
+    assert ran == [("unet", 3)] and result.resumed_from == ("unet", 2)
+    assert _same_model_and_losses(result, one_thread_run)
+
+
 def test_no_resume_starts_a_training_folder_over(tmp_path: Path) -> None:
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
@@ -564,6 +619,7 @@ def test_no_resume_starts_a_training_folder_over(tmp_path: Path) -> None:
     (out / "losses.json").write_text("{}")
     (out / CONFIG_FILE).write_text("{}")
     (out / ENVIRONMENT_FILE).write_text("[]")  # the earlier runs' machines: gone with them
+    (out / ALONGSIDE_DIR / "checkpoints").mkdir(parents=True)  # a phase c of the earlier run
     prepare_training_folder(ToyTrainParams(out=str(out), resume=False))
     assert sorted(path.name for path in out.iterdir()) == [CONFIG_FILE]
     assert json.loads((out / CONFIG_FILE).read_text())["resume"] is False
