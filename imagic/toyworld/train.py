@@ -50,6 +50,7 @@ import shutil
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -868,6 +869,7 @@ class ToyTrainer:
         ):
             self.run_alongside()
         else:
+            self._warn_of_unused_alongside_folder()
             self._run_phase("unet", self.params.unet_steps)
             if self.params.decoder_steps:
                 self._run_phase("decoder", self.params.decoder_steps)
@@ -916,6 +918,18 @@ class ToyTrainer:
                 f"same command to resume phase c from its newest checkpoint in {folder}."
             )
         self._merge_alongside_decoder(folder)
+
+    def _warn_of_unused_alongside_folder(self) -> None:
+        """A folder started with `decoder_alongside` and resumed without it trains phase c
+        again here, one thread count differently: say so, and how to keep the other."""
+        folder = self.out / ALONGSIDE_DIR
+        if folder.is_dir() and not self.steps["decoder"]:
+            warnings.warn(
+                f"{folder} holds phase c trained alongside phase b; without "
+                "--decoder-alongside phase c is trained again after phase b instead. Stop and "
+                "rerun with --decoder-alongside to resume it.",
+                stacklevel=2,
+            )
 
     def _alongside_params(self, folder: Path) -> ToyTrainParams:
         return self.params.model_copy(

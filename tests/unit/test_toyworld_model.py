@@ -612,6 +612,14 @@ def test_phase_c_alongside_resumes_with_phase_b(
     assert _same_model_and_losses(result, one_thread_run)
 
 
+def test_an_alongside_folder_resumed_without_the_flag_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _train_one_thread(out, stop_at=("unet", 1), decoder_alongside=True)
+    with pytest.warns(UserWarning, match=r"phase-c-alongside holds phase c .* --decoder-along"):
+        result, ran = _train_one_thread(out, stop_at=("unet", 2))
+    assert result is None and ran == [("unet", 1), ("unet", 2)]  # from vae-3: it goes on
+
+
 def test_no_resume_starts_a_training_folder_over(tmp_path: Path) -> None:
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
