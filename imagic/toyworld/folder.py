@@ -125,12 +125,28 @@ def _difference(field: str, value: Any, origin: str, stored: Any) -> str:
     return f"  {ours}, but {origin} {theirs}"
 
 
+def _effective_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` with each fallback spelled out as what it trains with.
+
+    Why: a field left out (None) and its fallback given as a value train the same bytes, so a
+    folder must resume either way. This is how a folder started under an earlier default
+    resumes after the default changed: `--decoder-batch-size` equal to `--batch-size` is what
+    leaving it out meant, and `--vae-crop-size` equal to the image size crops nothing (one
+    window, the whole scene, and a KL scale of 1).
+    """
+    return {
+        **recipe,
+        "decoder_batch_size": recipe.get("decoder_batch_size") or recipe.get("batch_size"),
+        "vae_crop_size": recipe.get("vae_crop_size") or recipe["model"]["image_size"],
+    }
+
+
 def _recipe_differences(
     params: ToyTrainParams, stored: dict[str, Any], origin: str, free: tuple[str, ...] = ()
 ) -> list[str]:
     """One line per recipe field (outside `free`) whose value differs from `stored`'s."""
-    current = params.model_dump(mode="json")
-    stored = {**RECIPE_BEFORE_FIELD, **stored}
+    current = _effective_recipe(params.model_dump(mode="json"))
+    stored = _effective_recipe({**RECIPE_BEFORE_FIELD, **stored})
     return [
         _difference(field, current[field], origin, stored.get(field))
         for field in RECIPE_FIELDS

@@ -57,6 +57,7 @@ from imagic.toyworld.train import (
     phase_batches,
     random_crops,
     train_toy_model,
+    vae_batch,
 )
 from imagic.toyworld.vocabulary import TEMPLATES, vocabulary
 
@@ -618,6 +619,26 @@ def test_an_alongside_folder_resumed_without_the_flag_says_so(tmp_path: Path) ->
     with pytest.warns(UserWarning, match=r"phase-c-alongside holds phase c .* --decoder-along"):
         result, ran = _train_one_thread(out, stop_at=("unet", 2))
     assert result is None and ran == [("unet", 1), ("unet", 2)]  # from vae-3: it goes on
+
+
+def test_a_fallback_given_as_its_value_resumes_the_folder(tmp_path: Path) -> None:
+    """A folder whose config left the crop and phase c's batch out (as an earlier release's
+    defaults did) resumes with their fallbacks passed as values: they train the same bytes."""
+    out = tmp_path / "run"
+    old = ToyTrainParams(out=str(out), vae_crop_size=None, decoder_batch_size=None)
+    prepare_training_folder(old)
+    size, batch = old.model.image_size, old.batch_size
+    whole = vae_batch(0, 1, 2, size, None, old.model.vae_factor)
+    assert np.array_equal(vae_batch(0, 1, 2, size, size, old.model.vae_factor), whole)
+    assert kl_scale(size, size) == kl_scale(size, None)
+    same = {"out": str(out), "vae_crop_size": size, "decoder_batch_size": batch}
+    prepare_training_folder(ToyTrainParams(**same))  # not refused
+    with pytest.raises(InvalidParamsError) as excinfo:
+        prepare_training_folder(ToyTrainParams(**{**same, "vae_crop_size": size // 2}))
+    assert f"vae_crop_size (--vae-crop-size) = {size // 2}, but" in str(excinfo.value)
+    assert f"started with {size}" in str(excinfo.value)
+    with pytest.raises(InvalidParamsError, match=rf"--decoder-batch-size\) = {batch // 2}, but"):
+        prepare_training_folder(ToyTrainParams(**{**same, "decoder_batch_size": batch // 2}))
 
 
 def test_no_resume_starts_a_training_folder_over(tmp_path: Path) -> None:
