@@ -862,11 +862,7 @@ class ToyTrainer:
             self._run_phase("vae", self.params.vae_steps)
             self._set_scaling_factor(self.compute_scaling_factor())
             self._log(f"VAE latent scaling factor {self.scaling_factor:.5f}")
-        if (
-            self.params.decoder_alongside
-            and self.params.decoder_steps
-            and not self.steps["decoder"]
-        ):
+        if self._trains_phase_c_alongside():
             self.run_alongside()
         else:
             self._warn_of_unused_alongside_folder()
@@ -918,6 +914,18 @@ class ToyTrainer:
                 f"same command to resume phase c from its newest checkpoint in {folder}."
             )
         self._merge_alongside_decoder(folder)
+
+    def _trains_phase_c_alongside(self) -> bool:
+        """Whether phase c goes to a second process: asked for, not started here, and phase b
+        still has steps to train or phase c has begun in its own folder (resumed there, so
+        its bytes stay those of one thread). A branch from the end of phase b trains phase c
+        here, on all the threads: there is no phase b to share the cores with."""
+        params = self.params
+        if not (params.decoder_alongside and params.decoder_steps) or self.steps["decoder"]:
+            return False
+        return self.steps["unet"] < params.unet_steps or bool(
+            list_checkpoints(self.out / ALONGSIDE_DIR)
+        )
 
     def _warn_of_unused_alongside_folder(self) -> None:
         """A folder started with `decoder_alongside` and resumed without it trains phase c

@@ -422,12 +422,16 @@ def test_phase_c_changes_the_decoder_only(
 def test_a_branch_from_the_end_of_phase_b_equals_a_whole_run_of_its_recipe(
     reference: ToyTrainResult, without_phase_c: ToyTrainResult, tmp_path: Path
 ) -> None:
-    """--start-from: phase c alone is trained, and the bytes are the reference's."""
+    """--start-from: phase c alone is trained, and the bytes are the reference's.
+
+    With phase c alongside asked for too: phase b has no step left, so phase c trains in
+    this process, on all the threads, as the reference's did.
+    """
     source = list_checkpoints(without_phase_c.out_dir)[-1]
     assert source.name == "unet-0000003.pt"
     out = tmp_path / "branch"
-    result, ran = _train(out, start_from=str(source))
-    assert ran == [("decoder", 1), ("decoder", 2), ("decoder", 3)]
+    result, ran = _train(out, start_from=str(source), decoder_alongside=True)
+    assert ran == [("decoder", 1), ("decoder", 2), ("decoder", 3)]  # here, not in a second one
     ours = json.loads((result.model_dir / CHECKSUMS_FILE).read_text())
     theirs = json.loads((reference.model_dir / CHECKSUMS_FILE).read_text())
     assert ours == theirs
