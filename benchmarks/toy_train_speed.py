@@ -59,11 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured steps first")
     parser.add_argument(
         "--batch-size", type=int, default=ToyTrainParams.model_fields["batch_size"].default,
-        help="scenes per step (phase c too, unless --decoder-batch-size)",
+        help="scenes per step of phases a and b",
     )  # fmt: skip
     parser.add_argument(
-        "--decoder-batch-size", type=int, help="scenes per step of phase c; left out: --batch-size"
-    )
+        "--decoder-batch-size", type=int,
+        default=ToyTrainParams.model_fields["decoder_batch_size"].default,
+        help="scenes per step of phase c",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="write a phase b operator profile here")
     parser.add_argument("--profile-steps", type=int, default=10, help="phase b steps profiled")
     parser.add_argument("--out", type=Path, help="also write the JSON here")

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decoder-steps", type=int, default=1000, help="phase c steps")
     parser.add_argument(
         "--vae-crop-size", type=int, default=ToyTrainParams.model_fields["vae_crop_size"].default,
-        help="phase a crop side, as `imagic toy train --vae-crop-size` (default: whole scenes)",
+        help="phase a crop side, as `imagic toy train --vae-crop-size` (64: whole scenes)",
     )  # fmt: skip
     parser.add_argument("--scenes", type=int, default=300, help="held-out selection scenes")
     parser.add_argument("--batch-size", type=int, default=32, help="scenes per training step")
@@ -127,6 +127,7 @@ def train_variant(args: argparse.Namespace, channels: int, workdir: Path) -> tup
         seed=args.seed,
         checkpoint_every=max(args.vae_steps, args.decoder_steps),
         device="cpu",
+        decoder_alongside=False,  # phase b is one step: nothing to run phase c alongside
         model=ToyModelConfig(latent_channels=channels),
     )
     started = time.perf_counter()

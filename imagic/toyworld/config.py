@@ -131,20 +131,22 @@ class ToyTrainParams(_Frozen):
     """
 
     out: str = Field(description="Training folder: checkpoints, samples, losses.json, model/.")
-    vae_steps: PositiveInt = Field(4000, description="Phase a: VAE optimizer steps.")
+    vae_steps: PositiveInt = Field(6000, description="Phase a: VAE optimizer steps.")
     unet_steps: PositiveInt = Field(8000, description="Phase b: text encoder + UNet steps.")
     decoder_steps: Annotated[int, Field(ge=0)] = Field(
-        3500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
+        10500, description="Phase c: VAE decoder fine-tuning steps (0: no phase c)."
     )
     batch_size: PositiveInt = Field(
-        32, description="Scenes per optimizer step (phases a and b; phase c too, by default)."
+        32,
+        description="Scenes per optimizer step (phases a and b; phase c's if decoder_batch_size "
+        "is None).",
     )
     decoder_batch_size: PositiveInt | None = Field(
-        None,
+        16,
         description=(
-            "Phase c: scenes per decoder step; left out, batch_size. On the CPU a step's "
-            "time is about proportional to it, so half the batch buys twice the decoder "
-            "updates in the same minutes (README: 'Next: a longer phase c')."
+            "Phase c: scenes per decoder step; None: batch_size. On the CPU a step's time is "
+            "about proportional to it, so half the batch buys twice the decoder updates in "
+            'the same minutes (benchmarks/README.md, "Phase c\'s batch and length").'
         ),
     )
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
@@ -181,13 +183,13 @@ class ToyTrainParams(_Frozen):
         ),
     )
     decoder_alongside: bool = Field(
-        False,
+        True,
         description=(
             "Train phase c in a second process while phase b trains, each with half of "
             "torch's threads (at least 1): phase c reads only the VAE, which phase b freezes. "
             "On a 2-core CPU two one-thread steps at once did 1.16 to 1.36 times the work per "
             "second of one two-thread step (benchmarks/toy_alongside_speed.py). The result is "
-            "a sequential run's with those thread counts; not yet the default."
+            "a sequential run's with those thread counts. Not part of the recipe."
         ),
     )
     keep_checkpoints: PositiveInt = Field(2, description="Newest checkpoints kept on disk.")
@@ -234,12 +236,12 @@ class ToyTrainParams(_Frozen):
     model: ToyModelConfig = Field(default_factory=ToyModelConfig)
     # After `model`, so its validator can read the model's image size and VAE factor.
     vae_crop_size: PositiveInt | None = Field(
-        None,
+        32,
         description=(
-            "Phase a: train the VAE on random square crops of this side instead of whole scenes "
-            "(None), a multiple of the VAE's downsampling factor: a 32-px crop costs about a "
-            "quarter of a 64-px scene per step. Phase c stays on whole scenes (see "
-            "imagic.toyworld.train.random_crops)."
+            "Phase a: train the VAE on random square crops of this side, a multiple of the "
+            "VAE's downsampling factor; the image size or None: whole scenes. A 32-px crop "
+            "costs about a quarter of a 64-px scene per step. Phase c stays on whole scenes "
+            "(see imagic.toyworld.train.random_crops)."
         ),
     )
 
@@ -254,8 +256,8 @@ class ToyTrainParams(_Frozen):
         if value % factor or value > size:
             raise ValueError(
                 f"a crop must be a multiple of the VAE's downsampling factor {factor} and at "
-                f"most the image size {size}; use a multiple of {factor} from {factor} to {size}, "
-                "or leave it out to train on whole scenes"
+                f"most the image size {size}; use a multiple of {factor} up to {size} ({size}: "
+                "whole scenes)"
             )
         return value
 

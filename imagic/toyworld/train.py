@@ -3,8 +3,8 @@
 Three phases, like Stable Diffusion and its later VAE decoders:
 
 a. the VAE learns to encode rendered scenes to 16 x 16 x 4 latents and back (MSE plus a small
-   KL term, which keeps the latent space smooth enough to diffuse in), on whole scenes or, with
-   `vae_crop_size`, on random crops of them (four times the steps for the same minutes);
+   KL term, which keeps the latent space smooth enough to diffuse in), by default on random
+   32-px crops of the scenes (`vae_crop_size`: four times the steps for the same minutes);
 b. with the VAE frozen, the text encoder and UNet learn DDPM noise prediction on
    (caption, latent) pairs. Captions are random paraphrases (`caption(scene, rng)`), so the
    model learns the attributes rather than one template, and 10 % are empty, so the model
@@ -15,8 +15,8 @@ c. with everything else frozen, the VAE decoder is fine-tuned, as Stability did 
    `decoder_object_weight` times the background's, and (with `decoder_area_balance`) small
    objects' pixels more than large ones'. Objects cover a few percent of a scene, so under
    phase a's plain mean the decoder had blurred small stars into circles, shifted small
-   objects' colours and dropped thin limbs: the shipped phase-a VAE gave back the right colour
-   and shape in only about half of the held-out scenes (benchmarks/toy_quality.py).
+   objects' colours and dropped thin limbs: a whole-scene phase-a VAE gave back the right
+   colour and shape in only about half of the held-out scenes (benchmarks/toy_quality.py).
 
 Every batch is a pure function of (seed, phase, step): its scene seeds, captions, caption
 dropout, noise and timesteps come from generators seeded by those three numbers. A checkpoint
@@ -28,9 +28,9 @@ phase c recipe: phases a and b never read phase c's settings, so a branch from t
 phase b ends where a whole run of the new recipe would, for the cost of phase c alone.
 Scene seeds are drawn below `EVAL_SEED_START`; sample grids show held-out seeds above it.
 
-Phase c reads only the VAE, which phase b freezes, so with `decoder_alongside` it runs in a
-second process during phase b, each on half of torch's threads: on a 2-core CPU two one-thread
-steps do more work together than one two-thread step does (`run_alongside`).
+Phase c reads only the VAE, which phase b freezes, so with `decoder_alongside` (the default)
+it runs in a second process during phase b, each on half of torch's threads: on a 2-core CPU
+two one-thread steps do more work together than one two-thread step does (`run_alongside`).
 
 The folder layout is described in `imagic.toyworld.folder`.
 """
@@ -293,11 +293,11 @@ def run_environment(device: torch.device) -> dict[str, Any]:
     Why: a run is reproducible bit for bit only on the same kind of machine. torch picks its
     CPU kernels by the processor's vector instructions (`cpu_capability`: AVX2, AVX512, ...)
     and splits work by thread count, each with its own rounding, and training amplifies the
-    differences: phase a of the shipped recipe, rerun on another machine (an AVX2 AMD EPYC)
-    with the same torch build and threads, and with code that trains phase a bit for bit as
-    the shipped weights' commit did there, gave an encoder up to 0.27 away from the shipped
-    one after 4000 steps (README, "Provenance"). When a reproduction differs, this record
-    says whether the machines did.
+    differences: phase a of the previous release's recipe, rerun on another machine (an AVX2
+    AMD EPYC) with the same torch build and threads, and with code that trains phase a bit
+    for bit as that release's commit did there, gave an encoder up to 0.27 away from its
+    weights' after 4000 steps (docs/toy-world-history.md, "Provenance"). When a reproduction
+    differs, this record says whether the machines did.
     """
     return {
         "python": platform.python_version(),

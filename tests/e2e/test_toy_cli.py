@@ -59,7 +59,7 @@ def test_non_positive_counts_are_refused(
         ("--decoder-area-balance", "nan", "decoder_area_balance", "finite number"),
         ("--vae-crop-size", "0", "vae_crop_size", "greater than 0"),
         ("--data-workers", "-1", "data_workers", "greater than or equal to 0"),
-        ("--vae-crop-size", "30", "vae_crop_size", "a multiple of 4 from 4 to 64"),
+        ("--vae-crop-size", "30", "vae_crop_size", "a multiple of 4 up to 64 (64: whole scenes)"),
         ("--vae-crop-size", "128", "vae_crop_size", "at most the image size 64"),
     ],
 )
@@ -126,22 +126,22 @@ def test_a_folder_from_before_the_decoder_batch_size_resumes_with_its_batch_size
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Releases before `decoder_batch_size` trained phase c at `batch_size` and wrote no field:
-    such a folder resumes when the flag is left out, and a phase c batch of its own is a
-    change of recipe. Each call also changes --seed, so none gets past the recipe check."""
+    such a folder resumes with that batch passed as --decoder-batch-size, and the default
+    (16) or any other is a change of recipe. Each call also changes --seed, so none gets past
+    the recipe check."""
     out = tmp_path / "run"
     out.mkdir()
     started = ToyTrainParams(out=str(out), batch_size=8).model_dump(mode="json")
     del started["decoder_batch_size"]
     config = json.dumps(started)
     (out / "train_config.json").write_text(config)
-    err = _refused(["--out", str(out), "--batch-size", "8", "--seed", "1"], capsys)
+    argv = ["--out", str(out), "--batch-size", "8", "--seed", "1"]
+    err = _refused([*argv, "--decoder-batch-size", "8"], capsys)
     assert "seed (--seed) = 1" in err
     assert "decoder_batch_size" not in err
-    argv = ["--out", str(out), "--batch-size", "8", "--decoder-batch-size", "4", "--seed", "1"]
     _refused(
         argv, capsys,
-        "decoder_batch_size (--decoder-batch-size) = 4, but the folder was started with it "
-        "left out",
+        "decoder_batch_size (--decoder-batch-size) = 16, but the folder was started with 8",
     )  # fmt: skip
     assert (out / "train_config.json").read_text() == config
 

@@ -255,6 +255,8 @@ FEW_STEPS = {
     "grid_size": 2,
     "sample_steps": 2,
     "device": "cpu",
+    "decoder_alongside": False,  # on in its own tests: a second process costs seconds
+    "vae_crop_size": None,  # whole scenes; the crop test compares a run on crops with them
 }
 
 
@@ -424,8 +426,8 @@ def test_a_branch_from_the_end_of_phase_b_equals_a_whole_run_of_its_recipe(
 ) -> None:
     """--start-from: phase c alone is trained, and the bytes are the reference's.
 
-    With phase c alongside asked for too: phase b has no step left, so phase c trains in
-    this process, on all the threads, as the reference's did.
+    With phase c alongside asked for (the default) too: phase b has no step left, so phase c
+    trains in this process, on all the threads, as the reference's did.
     """
     source = list_checkpoints(without_phase_c.out_dir)[-1]
     assert source.name == "unet-0000003.pt"
@@ -550,7 +552,7 @@ def test_a_run_on_crops_trains_phase_a_on_crops_and_exports_a_whole_scene_model(
             )
     pipe = load_pipeline(str(cropped.model_dir))
     assert pipe.vae.config.sample_size == 64  # the model itself still works on whole scenes
-    with pytest.raises(InvalidParamsError, match=r"\(--vae-crop-size\) left out, but .* 32"):
+    with pytest.raises(InvalidParamsError, match=r"\(--vae-crop-size\) = 64, but .* 32"):
         _train(cropped.out_dir)  # the crop is part of the recipe
 
 

@@ -172,9 +172,10 @@ def test_the_shipped_decoder_keeps_small_shapes() -> None:
     Phase c (`imagic.toyworld.train`) fine-tunes the decoder for this: the phase a decoder
     passed 32 of these 60 scenes (small stars rounded, colours shifted, thin limbs lost), a
     1500-step phase c at a peak learning rate of 5e-4 41, 2500 steps at 1e-3 45, 2500 steps
-    at 2e-3 50, 3500 steps at 2e-3 52, and 52 again with small objects weighted up (the
-    shipped decoder: better on small stick figures, which these 60 scenes hold few of). The bar
-    sits between 50 and 52.
+    at 2e-3 50, 3500 steps at 2e-3 52, and 52 again with small objects weighted up (better
+    on small stick figures, which these 60 scenes hold few of). The shipped VAE, trained on
+    crops and then by a 16 x 10500-step phase c, passes all 60; the bar sits above every
+    earlier decoder's, allowing two misses.
     """
     vae = load_pipeline(shipped.SHIPPED_MODEL).vae
     passed = 0
@@ -184,4 +185,4 @@ def test_the_shipped_decoder_keeps_small_shapes() -> None:
         decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample[0].clamp(-1, 1)
         image = ((decoded + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
         passed += check_sample(image, scene).ok
-    assert passed >= 51, f"{passed} of 60 scenes survive the VAE round trip"
+    assert passed >= 58, f"{passed} of 60 scenes survive the VAE round trip"
