@@ -440,13 +440,17 @@ class ToyTrainer:
             self.trained, lr=params.unet_learning_rate, weight_decay=params.weight_decay
         )
         self.ema = [param.detach().clone() for param in self.trained]
-        vae = self.vae
-        self.decoder_params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+        self.decoder_params = [
+            param
+            for name, param in self.vae.named_parameters()
+            if name.startswith(DECODER_PREFIXES)
+        ]
         self.decoder_optimizer = torch.optim.AdamW(
             self.decoder_params, lr=params.decoder_learning_rate, weight_decay=params.weight_decay
         )
         self.steps = {phase: 0 for phase in PHASES}
         self.scaling_factor: float | None = None
+        self.alongside: multiprocessing.process.BaseProcess | None = None  # run_alongside's
         self.losses: dict[str, list[dict[str, float]]] = {phase: [] for phase in PHASES}
         self.resumed_from: tuple[str, int] | None = None
 
@@ -838,6 +842,25 @@ class ToyTrainer:
             f"{phase} step {step}: mean loss {sum(recent) / len(recent):.5f} over the last "
             f"{len(recent)} steps; checkpoint {path.name}"
         )
+        self.warn_if_alongside_failed()
+
+    def warn_if_alongside_failed(self) -> None:
+        """Say at once (once) that phase c's second process has stopped with an error.
+
+        Why: phase b goes on to its end either way, and only then is the failure raised; on
+        a CPU that can be two hours later. Told now, a user can stop the run and rerun it,
+        which resumes both phases from their checkpoints.
+        """
+        process = self.alongside
+        if process is None or process.exitcode in (None, 0):
+            return
+        warnings.warn(
+            f"phase c, trained in a second process alongside phase b, stopped with exit code "
+            f"{process.exitcode} (its error is above). Phase b goes on and the run fails at its "
+            "end; stop it now and rerun the same command to resume both phases.",
+            stacklevel=2,
+        )
+        self.alongside = None  # warned
 
     def run(self) -> ToyTrainResult:
         """Resume from the newest checkpoint (if allowed), train the phases, export the model."""
@@ -898,11 +921,13 @@ class ToyTrainer:
             name="imagic-toy-phase-c",
         )
         process.start()
+        self.alongside = process
         try:
             torch.set_num_threads(unet_threads)
             self._run_phase("unet", self.params.unet_steps)
             process.join()
         finally:
+            self.alongside = None
             torch.set_num_threads(threads)
             if process.is_alive():  # phase b failed or was interrupted: stop phase c too
                 process.terminate()

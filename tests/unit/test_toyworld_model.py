@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import random
+import types
 import warnings
 from pathlib import Path
 
@@ -617,6 +618,34 @@ def test_phase_c_alongside_resumes_with_phase_b(
     result, ran = _train_one_thread(out, decoder_alongside=True)
     assert ran == [("unet", 3)] and result.resumed_from == ("unet", 2)
     assert _same_model_and_losses(result, one_thread_run)
+
+
+def test_a_failed_phase_c_process_fails_the_run_after_phase_b_saying_how_to_resume(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    _train_one_thread(out, stop_at=("unet", 1), decoder_alongside=True)  # phase c's folder
+    for path in list_checkpoints(out / ALONGSIDE_DIR):
+        path.write_bytes(b"not a checkpoint")  # so the second process fails as it starts
+    with pytest.raises(RuntimeError, match=r"exit code 1 .* Phase b is complete; rerun"):
+        _train_one_thread(out, decoder_alongside=True)
+    assert list_checkpoints(out)[-1].name == "unet-0000003.pt"  # phase b's work is kept
+
+
+def test_a_failed_phase_c_process_is_told_at_the_next_checkpoint_once(tmp_path: Path) -> None:
+    """Phase b goes on to its end, so the user hears of a failure at once, not hours later."""
+    trainer = ToyTrainer(ToyTrainParams(out=str(tmp_path / "run"), **FEW_STEPS), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer.warn_if_alongside_failed()  # not started
+        trainer.alongside = types.SimpleNamespace(exitcode=None)
+        trainer.warn_if_alongside_failed()  # still running
+    trainer.alongside = types.SimpleNamespace(exitcode=1)
+    with pytest.warns(UserWarning, match=r"exit code 1 .* stop it now and rerun"):
+        trainer.warn_if_alongside_failed()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer.warn_if_alongside_failed()  # once
 
 
 def test_an_alongside_folder_resumed_without_the_flag_says_so(tmp_path: Path) -> None:
