@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/toy_quality.py [--model imagic:toy] [--captions 200] [--edits 6]
                                      [--guidance 2] [--guidance-rescale 0.7]
+                                     [--sample-steps 25] [--scheduler ddim]
                                      [--scenes benchmark|selection|check]
                                      [--grid docs/toy-samples.png]
                                      [--out FILE.json]
@@ -10,8 +11,9 @@ Usage:
 1. Caption adherence. `--captions` held-out scenes (seeds from EVAL_SEED_START + 500000, a
    range neither training nor the training grids use; `--scenes selection` and `check` take
    other ranges, SCENE_RANGES says what for), each captioned with a random
-   paraphrase; one sample per caption (seed = its index, 25 DDIM steps, `--guidance` and
-   `--guidance-rescale`, whose defaults SAMPLE_GUIDANCE explains); each
+   paraphrase; one sample per caption (seed = its index, `--sample-steps` steps of
+   `--scheduler`, `--guidance` and `--guidance-rescale`, whose defaults SAMPLE_GUIDANCE and
+   SAMPLE_STEPS explain); each
    sample is checked by `imagic.toyworld.adherence.check_sample` against its scene (colour,
    shape and position of every object). Three reference rates from the same checker and scenes
    frame the figure: the ground-truth renders (the checker's own ceiling), the same renders
@@ -39,6 +41,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,8 @@ from report import emit, require_positive
 
 from imagic.config import EditSpec
 from imagic.edit import run_edit
-from imagic.models import load_pipeline
+from imagic.errors import ModelLoadError
+from imagic.models import SCHEDULERS, check_scheduler_for_model, load_pipeline
 from imagic.toyworld import demo
 from imagic.toyworld.adherence import AdherenceResult, adherence_rate, check_sample
 from imagic.toyworld.config import EVAL_SEED_START
@@ -77,6 +81,10 @@ reported figure is not tuned to its own captions."""
 EDIT_SEED_START = EVAL_SEED_START + 600_000
 EDIT_ETAS = (0.0, 0.6, 0.7, 0.8, 0.9, 1.0)
 SAMPLE_STEPS = 25
+SAMPLE_SCHEDULER = "ddim"
+"""The caption samples' sampler, as the demo's: on the selection range of the shipped
+weights, 50 DDIM steps, DPM-Solver++, Euler, Euler ancestral and DDPM did not do better
+(benchmarks/README.md, "Sampling the shipped model")."""
 SAMPLE_GUIDANCE = 2.0
 SAMPLE_GUIDANCE_RESCALE = 0.7
 """The caption samples' guidance and guidance rescale (Lin et al. 2023, for zero-terminal-SNR
@@ -84,12 +92,23 @@ schedules like the toy model's), chosen on 300 held-out captions of a selection 
 EVAL_SEED_START + 700000), never on this benchmark's: the shipped model's share of samples
 right in all three went from 77.3 % at guidance 4 without rescale to 85.3 % (on 300 more
 captions, from + 800000: 81.3 % to 89.3 %). Guidance 1, 1.5, 2.5 and 3 did worse than 2, and
-rescale 0 and 1 worse than 0.7; more DDIM steps and other samplers changed little (README)."""
+rescale 0 and 1 worse than 0.7. On the shipped weights no other sampler and no step count
+tried beat 25 DDIM steps (benchmarks/README.md, "Sampling the shipped model")."""
 BATCH = 20
 GRID_SAMPLES = 16
 REGION_MARGIN = 2
 """Pixels around the region an edit may change that still count as the edit's (anti-aliased
 edges, an object redrawn a pixel or two off), not as background."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the caption samples are drawn; the edits keep the demo's own settings."""
+
+    guidance: float = SAMPLE_GUIDANCE
+    guidance_rescale: float = SAMPLE_GUIDANCE_RESCALE
+    steps: int = SAMPLE_STEPS
+    scheduler: str = SAMPLE_SCHEDULER
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,19 +129,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="guidance rescale of the caption samples, 0 (none) to 1",
     )
     parser.add_argument(
+        "--sample-steps", type=int, default=SAMPLE_STEPS,
+        help="sampling steps of each caption sample",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scheduler", choices=sorted(SCHEDULERS), default=SAMPLE_SCHEDULER,
+        help="sampler of the caption samples (as `imagic edit --scheduler`)",
+    )  # fmt: skip
+    parser.add_argument(
         "--scenes", choices=SCENE_RANGES, default="benchmark",
         help="held-out caption range: choose recipes on selection, confirm on check",
     )  # fmt: skip
     parser.add_argument("--grid", type=Path, help="write the sample grid (PNG) here")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    require_positive(parser, args, "captions")
+    require_positive(parser, args, "captions", "sample_steps")
     if args.edits < 0:
         parser.error(f"--edits must not be negative (0: no edits), not {args.edits}")
     if not args.guidance >= 0:
         parser.error(f"--guidance must be 0 or more (<= 1: no guidance), not {args.guidance}")
     if not 0 <= args.guidance_rescale <= 1:
         parser.error(f"--guidance-rescale must be from 0 to 1, not {args.guidance_rescale}")
+    try:  # a sampler that cannot follow the model's schedule is refused before any sampling
+        check_scheduler_for_model(args.model, args.scheduler)
+    except ModelLoadError as exc:
+        parser.error(f"--scheduler {args.scheduler}: {exc}")
     return args
 
 
@@ -178,7 +209,7 @@ def _grouped(groups: list[list[str]], results: list[AdherenceResult]) -> dict[st
 
 @torch.no_grad()
 def sample_captions(
-    pipe: Any, texts: list[str], first_seed: int, guidance: float, guidance_rescale: float
+    pipe: Any, texts: list[str], first_seed: int, sampling: Sampling
 ) -> list[np.ndarray]:
     """One sample per text, seed = first_seed + its index, so any subset reproduces."""
     images: list[np.ndarray] = []
@@ -189,9 +220,9 @@ def sample_captions(
         ]
         out = pipe(
             chunk,
-            num_inference_steps=SAMPLE_STEPS,
-            guidance_scale=guidance,
-            guidance_rescale=guidance_rescale,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            guidance_rescale=sampling.guidance_rescale,
             generator=generators,
             output_type="np",
         ).images
@@ -211,14 +242,13 @@ def held_out_captions(scene_range: str, count: int) -> tuple[list[Scene], list[s
 def caption_adherence(
     model: str,
     count: int,
-    guidance: float,
-    guidance_rescale: float,
+    sampling: Sampling,
     grid_path: Path | None,
     scene_range: str = "benchmark",
 ) -> dict[str, Any]:
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, scheduler=sampling.scheduler)
     scenes, texts = held_out_captions(scene_range, count)
-    samples = sample_captions(pipe, texts, 0, guidance, guidance_rescale)
+    samples = sample_captions(pipe, texts, 0, sampling)
     results = [check_sample(image, scene) for image, scene in zip(samples, scenes, strict=True)]
     truth = [check_sample(render_array(scene), scene) for scene in scenes]
     round_trip = [
@@ -240,8 +270,9 @@ def caption_adherence(
             for text, image in zip(texts[:GRID_SAMPLES], samples[:GRID_SAMPLES], strict=True)
         ]
         title = (
-            f"{model}: held-out captions, one sample each ({SAMPLE_STEPS} DDIM steps, "
-            f"guidance {guidance:g}, rescale {guidance_rescale:g})"
+            f"{model}: held-out captions, one sample each ({sampling.steps} "
+            f"{sampling.scheduler} steps, guidance {sampling.guidance:g}, rescale "
+            f"{sampling.guidance_rescale:g})"
         )
         grid_path.parent.mkdir(parents=True, exist_ok=True)
         caption_grid(cells, title=title, columns=4).save(grid_path)
@@ -249,8 +280,7 @@ def caption_adherence(
         "captions": count,
         "scenes": scene_range,
         "first_scene_seed": SCENE_RANGES[scene_range],
-        "guidance": guidance,
-        "guidance_rescale": guidance_rescale,
+        **asdict(sampling),
         "samples": _summary(results),
         "reference_ground_truth_renders": _summary(truth),
         "reference_vae_round_trip": _summary(round_trip),
@@ -359,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"model": args.model, "torch_threads": torch.get_num_threads()}
     started = time.perf_counter()
     report["caption_adherence"] = caption_adherence(
-        args.model, args.captions, args.guidance, args.guidance_rescale, args.grid, args.scenes
+        args.model,
+        args.captions,
+        Sampling(args.guidance, args.guidance_rescale, args.sample_steps, args.scheduler),
+        args.grid,
+        args.scenes,
     )
     if args.edits:
         edits = imagic_edits(args.model, args.edits)

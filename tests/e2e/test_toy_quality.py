@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from imagic.toyworld.scenes import sample_scene
-from tests.e2e.benchmark_runs import ROOT, run_benchmark
+from tests.e2e.benchmark_runs import ROOT, refusal, run_benchmark
 
 SCRIPT = "toy_quality.py"
 
@@ -40,6 +40,7 @@ def test_toy_quality_samples_captions_with_its_guidance_and_frames_them_with_ref
     assert adherence["captions"] == 2
     assert (adherence["scenes"], adherence["first_scene_seed"]) == ("check", 10**9 + 800_000)
     assert (adherence["guidance"], adherence["guidance_rescale"]) == (2.0, 0.7)
+    assert (adherence["steps"], adherence["scheduler"]) == (25, "ddim")
     assert adherence["reference_ground_truth_renders"]["ok"] == 1.0  # the checker's ceiling
     for name in ("samples", "reference_vae_round_trip", "reference_mismatched_captions"):
         assert 0.0 <= adherence[name]["ok"] <= 1.0
@@ -47,7 +48,7 @@ def test_toy_quality_samples_captions_with_its_guidance_and_frames_them_with_ref
     assert Image.open(grid).size[0] > 0
 
 
-def test_toy_quality_passes_its_guidance_and_rescale_to_the_sampler(
+def test_toy_quality_passes_its_sampling_settings_to_the_sampler(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
@@ -58,9 +59,11 @@ def test_toy_quality_passes_its_guidance_and_rescale_to_the_sampler(
         calls.append(kwargs)
         return SimpleNamespace(images=np.zeros((len(texts), 4, 4, 3)))
 
-    images = toy_quality.sample_captions(fake_pipe, ["a", "b"], 0, 2.5, 0.3)
+    sampling = toy_quality.Sampling(guidance=2.5, guidance_rescale=0.3, steps=7)
+    images = toy_quality.sample_captions(fake_pipe, ["a", "b"], 0, sampling)
     assert len(images) == 2
     assert (calls[0]["guidance_scale"], calls[0]["guidance_rescale"]) == (2.5, 0.3)
+    assert calls[0]["num_inference_steps"] == 7
 
 
 def test_toy_quality_caption_ranges_are_disjoint_and_seeded(
@@ -86,9 +89,10 @@ def test_toy_quality_caption_ranges_are_disjoint_and_seeded(
         (["--guidance", "nan"], "--guidance must be 0 or more (<= 1: no guidance), not nan"),
         (["--guidance-rescale", "1.5"], "--guidance-rescale must be from 0 to 1, not 1.5"),
         (["--scenes", "train"], "--scenes: invalid choice: 'train'"),
+        (["--sample-steps", "0"], "--sample-steps must be at least 1, not 0"),
+        (["--scheduler", "heun"], "--scheduler: invalid choice: 'heun'"),
+        (["--scheduler", "pndm"], "--scheduler pndm: scheduler = 'pndm': this model was trained"),
     ],
 )
 def test_toy_quality_refuses_bad_settings_before_sampling(args: list[str], message: str) -> None:
-    run = run_benchmark(SCRIPT, *args)
-    assert run.returncode == 2
-    assert message in run.stderr
+    assert message in refusal(SCRIPT, *args)
