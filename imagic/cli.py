@@ -246,6 +246,18 @@ def _add_toy_command(commands: Any) -> None:
             "phase c: 0 weighs object pixels alike, 1 small objects as much as a 100-px one",
         ),
         (
+            "--unet-object-weight",
+            "unet_object_weight",
+            float,
+            "phase b: weight of latent cells under objects in the denoising loss; 1: plain",
+        ),
+        (
+            "--unet-area-balance",
+            "unet_area_balance",
+            float,
+            "phase b: as --decoder-area-balance, for --unet-object-weight",
+        ),
+        (
             "--vae-crop-size",
             "vae_crop_size",
             int,

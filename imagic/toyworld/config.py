@@ -219,6 +219,18 @@ class ToyTrainParams(_Frozen):
             "imagic.toyworld.train.decoder_batch)."
         ),
     )
+    unet_object_weight: Annotated[float, Field(ge=1)] = Field(
+        1.0,
+        description=(
+            "Phase b: weight of the latent cells under an object in the denoising loss, "
+            "against 1 for the background; 1 with unet_area_balance 0: a plain mean (see "
+            "imagic.toyworld.train.unet_batch)."
+        ),
+    )
+    unet_area_balance: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0,
+        description="Phase b: as decoder_area_balance, for unet_object_weight's object weights.",
+    )
     warmup_steps: Annotated[int, Field(ge=0)] = Field(
         200, description="Linear learning-rate warm-up at the start of each phase."
     )
@@ -285,6 +297,8 @@ RECIPE_FIELDS: tuple[str, ...] = (
     "decoder_area_balance",
     "model",
     "vae_crop_size",
+    "unet_object_weight",
+    "unet_area_balance",
 )
 """Fields that must stay the same for a training folder's whole life (see ToyTrainParams)."""
 
@@ -292,6 +306,8 @@ RECIPE_BEFORE_FIELD: dict[str, Any] = {
     "decoder_area_balance": 0.0,
     "vae_crop_size": None,
     "decoder_batch_size": None,
+    "unet_object_weight": 1.0,
+    "unet_area_balance": 0.0,
 }
 """What a folder whose train_config.json predates a recipe field was trained with."""
 
@@ -312,6 +328,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "decoder_steps": "--decoder-steps",
     "decoder_learning_rate": "--decoder-lr",
     "decoder_area_balance": "--decoder-area-balance",
+    "unet_object_weight": "--unet-object-weight",
+    "unet_area_balance": "--unet-area-balance",
     "vae_crop_size": "--vae-crop-size",
     "batch_size": "--batch-size",
     "decoder_batch_size": "--decoder-batch-size",

@@ -8,7 +8,9 @@ a. the VAE learns to encode rendered scenes to 16 x 16 x 4 latents and back (MSE
 b. with the VAE frozen, the text encoder and UNet learn DDPM noise prediction on
    (caption, latent) pairs. Captions are random paraphrases (`caption(scene, rng)`), so the
    model learns the attributes rather than one template, and 10 % are empty, so the model
-   also learns the unconditional prediction classifier-free guidance needs;
+   also learns the unconditional prediction classifier-free guidance needs. Its squared error
+   is a plain mean, or (`unet_object_weight`, `unet_area_balance`) weighs the latent cells
+   under objects as phase c weighs their pixels (`unet_batch`);
 c. with everything else frozen, the VAE decoder is fine-tuned, as Stability did for SD's
    "ft-MSE" decoder: the encoder and so the latents do not change, so the UNet stays valid and
    the new decoder is a drop-in. Its squared error weighs an object's pixels
@@ -85,6 +87,7 @@ from imagic.toyworld.folder import (
 )
 from imagic.toyworld.model import build_toy_pipeline, save_toy_pipeline
 from imagic.toyworld.scenes import (
+    Scene,
     canonical_caption,
     caption,
     masks,
@@ -124,15 +127,78 @@ def _stream_seed(seed: int, *parts: object) -> int:
     return random.Random("/".join(str(part) for part in (seed, *parts))).getrandbits(63)
 
 
+def training_scenes(
+    seed: int, phase: str, step: int, batch_size: int, caption_dropout: float
+) -> tuple[list[Scene], list[str]]:
+    """(scenes, captions) of one step; empty captions are the dropped ones."""
+    rng = random.Random(_stream_seed(seed, phase, step, "data"))
+    scenes = [sample_scene(rng.randrange(EVAL_SEED_START)) for _ in range(batch_size)]
+    captions = ["" if rng.random() < caption_dropout else caption(scene, rng) for scene in scenes]
+    return scenes, captions
+
+
 def training_batch(
     seed: int, phase: str, step: int, batch_size: int, caption_dropout: float, image_size: int
 ) -> tuple[np.ndarray, list[str]]:
     """(images (B, H, W, 3) uint8, captions) of one step; empty captions are the dropped ones."""
-    rng = random.Random(_stream_seed(seed, phase, step, "data"))
-    scenes = [sample_scene(rng.randrange(EVAL_SEED_START)) for _ in range(batch_size)]
+    scenes, captions = training_scenes(seed, phase, step, batch_size, caption_dropout)
+    return np.stack([render_array(scene, image_size) for scene in scenes]), captions
+
+
+def object_pixel_weights(
+    scenes: Sequence[Scene], image_size: int, object_weight: float, area_balance: float
+) -> np.ndarray:
+    """(B, H, W) float32: 1 per background pixel, and per pixel under an object
+    `object_weight * max(1, reference area / object's area) ** area_balance`.
+
+    With `area_balance` 0 every object pixel weighs `object_weight`, so a large square (about
+    290 pixels at 64 px) counts 12 times as much as a small stick figure (25). With 1, an object
+    smaller than the reference (`REFERENCE_OBJECT_SHARE` of the image, 100 pixels at 64 px)
+    weighs as much in all as one of the reference's area, and larger objects keep
+    `object_weight` per pixel.
+    """
+    weights = np.ones((len(scenes), image_size, image_size), dtype=np.float32)
+    reference = REFERENCE_OBJECT_SHARE * image_size**2
+    for weight, scene in zip(weights, scenes, strict=True):
+        for mask in masks(scene, image_size):
+            area = max(int(mask.sum()), 1)
+            weight[mask] = object_weight * max(1.0, reference / area) ** area_balance
+    return weights
+
+
+def unet_batch(
+    seed: int,
+    step: int,
+    batch_size: int,
+    caption_dropout: float,
+    image_size: int,
+    latent_factor: int,
+    object_weight: float = 1.0,
+    area_balance: float = 0.0,
+) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """(images, captions, latent cell weights (B, h, w) or None) of one phase b step.
+
+    The weights (`unet_object_weight`, `unet_area_balance`) are `object_pixel_weights`
+    averaged over each latent cell's pixels and divided by their mean per image, so every
+    image keeps the weight of one image in the loss. None (object weight 1, area balance 0):
+    the plain mean squared error, computed as it always was, so such a run's bytes do not
+    change.
+
+    Why: objects cover a few percent of a scene, so under a plain mean the UNet's error on a
+    small stick figure's limbs or a star's points hardly moves the loss; phase c's decoder
+    had the same problem and the same cure (`decoder_batch`). From the same phase a, seed and
+    4000 steps, object weight 3 with area balance 1 took the samples right in all three from
+    22 % to 76 % (benchmarks/README.md, "Phase b with object-weighted latents").
+    """
+    scenes, captions = training_scenes(seed, "unet", step, batch_size, caption_dropout)
     images = np.stack([render_array(scene, image_size) for scene in scenes])
-    captions = ["" if rng.random() < caption_dropout else caption(scene, rng) for scene in scenes]
-    return images, captions
+    if object_weight == 1.0 and area_balance == 0.0:
+        return images, captions, None
+    pixels = object_pixel_weights(scenes, image_size, object_weight, area_balance)
+    cells = image_size // latent_factor
+    weights = pixels.reshape(batch_size, cells, latent_factor, cells, latent_factor)
+    weights = weights.mean(axis=(2, 4))
+    return images, captions, weights / weights.mean(axis=(1, 2), keepdims=True)
 
 
 def decoder_batch(
@@ -145,25 +211,16 @@ def decoder_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images (B, H, W, 3) uint8, pixel weights (B, H, W)) of one phase c step.
 
-    A background pixel weighs 1 and a pixel under an object
-    `object_weight * max(1, reference area / object's area) ** area_balance`. With
-    `area_balance` 0 every object pixel weighs `object_weight`, so a large square (about 290
-    pixels at 64 px) counts 12 times as much as a small stick figure (25), whose 1-pixel limbs
-    the decoder then blurs into a triangle. With 1, an object smaller than the reference
-    (`REFERENCE_OBJECT_SHARE` of the image, 100 pixels at 64 px) weighs as much in all as one
-    of the reference's area, and larger objects keep `object_weight` per pixel (giving them
-    less too cost the faces their eyes, benchmarks/README.md). The weights are divided by their
-    mean, so the loss keeps the scale of a plain mean squared error.
+    The weights are `object_pixel_weights`. With `area_balance` 0 a small stick figure counts
+    12 times less than a large square, and the decoder blurred its 1-pixel limbs into a
+    triangle; with 1 it counts as a 100-pixel object (giving large objects less weight too cost
+    the faces their eyes, benchmarks/README.md). The weights are divided by their mean, so the
+    loss keeps the scale of a plain mean squared error.
     """
     rng = random.Random(_stream_seed(seed, "decoder", step, "data"))
     scenes = [sample_scene(rng.randrange(EVAL_SEED_START)) for _ in range(batch_size)]
     images = np.stack([render_array(scene, image_size) for scene in scenes])
-    weights = np.ones((batch_size, image_size, image_size), dtype=np.float32)
-    reference = REFERENCE_OBJECT_SHARE * image_size**2
-    for weight, scene in zip(weights, scenes, strict=True):
-        for mask in masks(scene, image_size):
-            area = max(int(mask.sum()), 1)
-            weight[mask] = object_weight * max(1.0, reference / area) ** area_balance
+    weights = object_pixel_weights(scenes, image_size, object_weight, area_balance)
     return images, weights / weights.mean()
 
 
@@ -648,10 +705,13 @@ class ToyTrainer:
         ).input_ids.to(self.device)
         return self.text_encoder(ids)[0]
 
-    def unet_step(self, step: int, batch: tuple[np.ndarray, list[str]]) -> dict[str, float]:
-        """One text encoder + UNet step: DDPM noise (or v) prediction on VAE latents."""
+    def unet_step(
+        self, step: int, batch: tuple[np.ndarray, list[str], np.ndarray | None]
+    ) -> dict[str, float]:
+        """One text encoder + UNet step: DDPM noise (or v) prediction on VAE latents, each
+        latent cell's squared error weighted by `unet_batch`'s weights when it gives some."""
         params = self.params
-        images, captions = batch
+        images, captions, cell_weights = batch
         generator = torch.Generator().manual_seed(_stream_seed(params.seed, "unet", step, "noise"))
         with torch.no_grad(), self.runtime.autocast():
             posterior = self.vae.encode(_to_tensor(images, self.device)).latent_dist
@@ -668,7 +728,11 @@ class ToyTrainer:
             target = noise
         with self.runtime.autocast():
             prediction = self.unet(noisy, timesteps, self._encode_text(captions)).sample
-        loss = F.mse_loss(prediction.float(), target)
+        if cell_weights is None:
+            loss = F.mse_loss(prediction.float(), target)
+        else:
+            weights = torch.from_numpy(cell_weights).to(self.device)[:, None]
+            loss = (weights * (prediction.float() - target) ** 2).mean()
         rate = learning_rate(params.unet_learning_rate, step, params.warmup_steps)
         self._optimize(self.unet_optimizer, self.trained, loss, rate)
         self._update_ema(step)
@@ -782,8 +846,10 @@ class ToyTrainer:
             )  # fmt: skip
         if phase == "unet":
             return functools.partial(
-                training_batch, params.seed, "unet", batch_size=params.batch_size,
+                unet_batch, params.seed, batch_size=params.batch_size,
                 caption_dropout=params.caption_dropout, image_size=size,
+                latent_factor=params.model.vae_factor,
+                object_weight=params.unet_object_weight, area_balance=params.unet_area_balance,
             )  # fmt: skip
         return functools.partial(
             decoder_batch, params.seed, batch_size=params.phase_c_batch_size,

@@ -57,6 +57,10 @@ def test_non_positive_counts_are_refused(
         ("--decoder-area-balance", "-0.5", "decoder_area_balance", "greater than or equal to 0"),
         ("--decoder-area-balance", "2", "decoder_area_balance", "less than or equal to 1"),
         ("--decoder-area-balance", "nan", "decoder_area_balance", "finite number"),
+        ("--unet-object-weight", "0.5", "unet_object_weight", "greater than or equal to 1"),
+        ("--unet-object-weight", "inf", "unet_object_weight", "finite number"),
+        ("--unet-area-balance", "-0.5", "unet_area_balance", "greater than or equal to 0"),
+        ("--unet-area-balance", "1.5", "unet_area_balance", "less than or equal to 1"),
         ("--vae-crop-size", "0", "vae_crop_size", "greater than 0"),
         ("--data-workers", "-1", "data_workers", "greater than or equal to 0"),
         ("--vae-crop-size", "30", "vae_crop_size", "a multiple of 4 up to 64 (64: whole scenes)"),
@@ -112,13 +116,17 @@ def test_a_folder_from_before_the_area_balance_resumes_with_balance_0(
     out = tmp_path / "run"
     out.mkdir()
     started = ToyTrainParams(out=str(out)).model_dump(mode="json")
-    del started["decoder_area_balance"]
+    # Nor the phase b weights, which came later still: missing, they mean a plain mean (1, 0).
+    for field in ("decoder_area_balance", "unet_object_weight", "unet_area_balance"):
+        del started[field]
     config = json.dumps(started)
     (out / "train_config.json").write_text(config)
     _refused(["--out", str(out)], capsys, "decoder_area_balance (--decoder-area-balance) = 1.0")
     err = _refused(["--out", str(out), "--decoder-area-balance", "0", "--batch-size", "4"], capsys)
     assert "batch_size (--batch-size) = 4" in err
-    assert "decoder_area_balance" not in err
+    assert "decoder_area_balance" not in err and "unet_" not in err
+    err = _refused(["--out", str(out), "--unet-object-weight", "3"], capsys)
+    assert "unet_object_weight (--unet-object-weight) = 3.0" in err
     assert (out / "train_config.json").read_text() == config
 
 

@@ -55,9 +55,13 @@ from imagic.toyworld.train import (
     decoder_batch,
     kl_scale,
     learning_rate,
+    object_pixel_weights,
     phase_batches,
     random_crops,
     train_toy_model,
+    training_batch,
+    training_scenes,
+    unet_batch,
     vae_batch,
 )
 from imagic.toyworld.vocabulary import TEMPLATES, vocabulary
@@ -479,8 +483,53 @@ def test_phase_c_batches_take_decoder_batch_size_else_batch_size(
     trainer = ToyTrainer(params, progress=False)
     images, weights = trainer.batch_maker("decoder")(1)
     assert len(images) == len(weights) == expected
-    images, captions = trainer.batch_maker("unet")(1)
-    assert len(images) == len(captions) == 4
+    images, captions, cell_weights = trainer.batch_maker("unet")(1)
+    assert len(images) == len(captions) == 4 and cell_weights is None  # a plain mean
+
+
+def test_unet_batch_without_object_weights_is_the_plain_training_batch() -> None:
+    """Object weight 1 and area balance 0 (the defaults): the batch phase b always had, and no
+    weights, so the step computes its loss as it always did and a run's bytes do not change."""
+    images, captions, weights = unet_batch(0, 3, 6, 0.5, 64, 4)
+    expected_images, expected_captions = training_batch(0, "unet", 3, 6, 0.5, 64)
+    assert (images == expected_images).all() and captions == expected_captions
+    assert weights is None
+
+
+def test_unet_batch_weighs_the_latent_cells_under_objects() -> None:
+    """Each cell weighs the mean of its 4 x 4 pixels' weights, scaled to a mean of 1 per image."""
+    images, _, weights = unet_batch(0, 3, 6, 0.1, 64, 4, object_weight=3.0, area_balance=1.0)
+    assert (images == training_batch(0, "unet", 3, 6, 0.1, 64)[0]).all()
+    assert weights is not None and weights.shape == (6, 16, 16)
+    assert weights.mean(axis=(1, 2)) == pytest.approx(np.ones(6), rel=1e-5)
+    scenes, _ = training_scenes(0, "unet", 3, 6, 0.1)
+    pixels = object_pixel_weights(scenes, 64, 3.0, 1.0)
+    for weight, pixel in zip(weights, pixels, strict=True):
+        cells = pixel.reshape(16, 4, 16, 4).mean(axis=(1, 3))
+        assert weight == pytest.approx(cells / cells.mean(), rel=1e-5)
+        empty = cells == 1.0  # no object pixel in the cell
+        assert empty.any() and (~empty).any()
+        assert (weight[~empty] > weight[empty].max()).all()
+
+
+def test_a_weighted_phase_b_step_trains_on_the_weighted_loss(tmp_path: Path) -> None:
+    """First steps of models with the same initial weights, on the same images: with all cell
+    weights 1 the weighted loss is the plain mean's; with the recipe's weights it is not."""
+
+    def first_loss(name: str, object_weight: float, ones: bool = False) -> float:
+        params = ToyTrainParams(
+            out=str(tmp_path / name), **FEW_STEPS, unet_object_weight=object_weight
+        )
+        trainer = ToyTrainer(params, progress=False)
+        trainer.scaling_factor = 1.0
+        images, captions, weights = trainer.batch_maker("unet")(1)
+        if ones:
+            weights = np.ones((len(images), 16, 16), dtype=np.float32)
+        return trainer.phase_step("unet")(1, (images, captions, weights))["loss"]
+
+    plain = first_loss("plain", 1.0)
+    assert first_loss("ones", 3.0, ones=True) == pytest.approx(plain, rel=1e-6)
+    assert first_loss("weighted", 3.0) != pytest.approx(plain, rel=1e-3)
 
 
 def test_decoder_batch_weighs_object_pixels() -> None:
