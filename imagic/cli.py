@@ -249,7 +249,7 @@ def _add_toy_command(commands: Any) -> None:
             "--unet-object-weight",
             "unet_object_weight",
             float,
-            "phase b: weight of latent cells under objects in the denoising loss; 1: plain",
+            "phase b: weight of latent cells under objects in the loss; 1 (area balance 0): plain",
         ),
         (
             "--unet-area-balance",
