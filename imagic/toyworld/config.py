@@ -220,7 +220,7 @@ class ToyTrainParams(_Frozen):
         ),
     )
     unet_object_weight: Annotated[float, Field(ge=1)] = Field(
-        1.0,
+        3.0,
         description=(
             "Phase b: weight of the latent cells under an object in the denoising loss, "
             "against 1 for the background; 1 with unet_area_balance 0: a plain mean (see "
@@ -228,7 +228,7 @@ class ToyTrainParams(_Frozen):
         ),
     )
     unet_area_balance: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.0,
+        1.0,
         description="Phase b: as decoder_area_balance, for unet_object_weight's object weights.",
     )
     warmup_steps: Annotated[int, Field(ge=0)] = Field(

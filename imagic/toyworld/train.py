@@ -9,8 +9,8 @@ b. with the VAE frozen, the text encoder and UNet learn DDPM noise prediction on
    (caption, latent) pairs. Captions are random paraphrases (`caption(scene, rng)`), so the
    model learns the attributes rather than one template, and 10 % are empty, so the model
    also learns the unconditional prediction classifier-free guidance needs. Its squared error
-   is a plain mean, or (`unet_object_weight`, `unet_area_balance`) weighs the latent cells
-   under objects as phase c weighs their pixels (`unet_batch`);
+   weighs the latent cells under objects as phase c weighs their pixels (`unet_object_weight`,
+   `unet_area_balance`; `unet_batch`), or with weights 1 and 0 is a plain mean;
 c. with everything else frozen, the VAE decoder is fine-tuned, as Stability did for SD's
    "ft-MSE" decoder: the encoder and so the latents do not change, so the UNet stays valid and
    the new decoder is a drop-in. Its squared error weighs an object's pixels
@@ -188,7 +188,8 @@ def unet_batch(
     small stick figure's limbs or a star's points hardly moves the loss; phase c's decoder
     had the same problem and the same cure (`decoder_batch`). From the same phase a, seed and
     4000 steps, object weight 3 with area balance 1 took the samples right in all three from
-    22 % to 76 % (benchmarks/README.md, "Phase b with object-weighted latents").
+    22 % to 76 % (benchmarks/README.md, "Phase b with object-weighted latents"), and at 8000
+    steps the benchmark's caption adherence from 89.5 % to 91 %: the shipped weights' recipe.
     """
     scenes, captions = training_scenes(seed, "unet", step, batch_size, caption_dropout)
     images = np.stack([render_array(scene, image_size) for scene in scenes])

@@ -121,12 +121,16 @@ def test_a_folder_from_before_the_area_balance_resumes_with_balance_0(
         del started[field]
     config = json.dumps(started)
     (out / "train_config.json").write_text(config)
-    _refused(["--out", str(out)], capsys, "decoder_area_balance (--decoder-area-balance) = 1.0")
-    err = _refused(["--out", str(out), "--decoder-area-balance", "0", "--batch-size", "4"], capsys)
+    err = _refused(
+        ["--out", str(out)], capsys, "decoder_area_balance (--decoder-area-balance) = 1.0"
+    )
+    assert "unet_object_weight (--unet-object-weight) = 3.0" in err  # today's defaults
+    old_recipe = ["--decoder-area-balance", "0", "--unet-object-weight", "1", "--unet-area-balance"]
+    err = _refused(["--out", str(out), *old_recipe, "0", "--batch-size", "4"], capsys)
     assert "batch_size (--batch-size) = 4" in err
     assert "decoder_area_balance" not in err and "unet_" not in err
-    err = _refused(["--out", str(out), "--unet-object-weight", "3"], capsys)
-    assert "unet_object_weight (--unet-object-weight) = 3.0" in err
+    err = _refused(["--out", str(out), *old_recipe, "1"], capsys)
+    assert "unet_area_balance (--unet-area-balance) = 1.0" in err
     assert (out / "train_config.json").read_text() == config
 
 

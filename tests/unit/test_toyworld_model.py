@@ -484,12 +484,14 @@ def test_phase_c_batches_take_decoder_batch_size_else_batch_size(
     images, weights = trainer.batch_maker("decoder")(1)
     assert len(images) == len(weights) == expected
     images, captions, cell_weights = trainer.batch_maker("unet")(1)
-    assert len(images) == len(captions) == 4 and cell_weights is None  # a plain mean
+    assert len(images) == len(captions) == 4
+    assert cell_weights is not None and cell_weights.shape == (4, 16, 16)  # the default weights
 
 
 def test_unet_batch_without_object_weights_is_the_plain_training_batch() -> None:
-    """Object weight 1 and area balance 0 (the defaults): the batch phase b always had, and no
-    weights, so the step computes its loss as it always did and a run's bytes do not change."""
+    """Object weight 1 and area balance 0 (the defaults before the weighted recipe shipped): the
+    batch phase b always had, and no weights, so the step computes its loss as it always did
+    and such a run's bytes do not change."""
     images, captions, weights = unet_batch(0, 3, 6, 0.5, 64, 4)
     expected_images, expected_captions = training_batch(0, "unet", 3, 6, 0.5, 64)
     assert (images == expected_images).all() and captions == expected_captions
@@ -518,7 +520,10 @@ def test_a_weighted_phase_b_step_trains_on_the_weighted_loss(tmp_path: Path) -> 
 
     def first_loss(name: str, object_weight: float, ones: bool = False) -> float:
         params = ToyTrainParams(
-            out=str(tmp_path / name), **FEW_STEPS, unet_object_weight=object_weight
+            out=str(tmp_path / name),
+            **FEW_STEPS,
+            unet_object_weight=object_weight,
+            unet_area_balance=0.0 if object_weight == 1.0 else 1.0,
         )
         trainer = ToyTrainer(params, progress=False)
         trainer.scaling_factor = 1.0
